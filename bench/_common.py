@@ -1,0 +1,110 @@
+"""What every benchmark shares: timing with warm-up and synchronisation, and its recorded conditions.
+
+Run a benchmark from the repository root, e.g. ``python -m bench.bench_rotary_attention``.
+Results are printed as a markdown table and written to ``bench/results/<stem>.md`` together with
+the conditions (device, versions, dtype, shapes, date) so no number is quoted without them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+
+
+def conditions(device: str | torch.device = "cpu", **extra) -> dict:
+    """The facts a benchmark figure is meaningless without."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = "not installed"
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "CLVP_KERNELS": os.environ.get("CLVP_KERNELS", "auto"),
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "0"),
+    }
+    info.update({k: str(v) for k, v in extra.items()})
+    return info
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn, *, device="cpu", warmup: int = 1, repeat: int = 5, min_time: float = 0.0) -> dict:
+    """Median / min / max wall time in seconds of ``fn()`` after ``warmup`` calls.
+
+    On CUDA prefer ``triton.testing.do_bench`` for microsecond kernels (``cuda_time``); this is for
+    CPU work and whole pipelines. Synchronises the device around every call.
+    """
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    start_all = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start_all) < min_time:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def cuda_time(fn, *, quantiles=(0.5, 0.2, 0.8)) -> tuple[float, float, float]:
+    """Kernel time in seconds on CUDA with ``triton.testing.do_bench`` (flushes L2 between reps)."""
+    from triton.testing import do_bench
+
+    ms = do_bench(fn, quantiles=list(quantiles))
+    return tuple(m / 1e3 for m in ms)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_result(stem: str, title: str, info: dict, table: str, notes: str = "", *, suffix: str = "") -> Path:
+    """Print and write ``bench/results/<stem><suffix>.md`` (suffix e.g. ``-cpu`` / ``-h100``)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cond = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    text = f"# {title}\n\n## Conditions\n{cond}\n\n## Results\n{table}\n"
+    if notes:
+        text += f"\n{notes.strip()}\n"
+    print(text)
+    path = RESULTS / f"{stem}{suffix}.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,122 @@
+"""The ops the CLVP model calls, and the one place that decides how they run.
+
+Each op lives in its own file with the same stem in ``tests/`` and ``bench/``:
+
+* ``rotary_attention`` — bidirectional attention with CLVP's partial rotary on q, k *and* v,
+  an optional key-padding mask (text/speech encoders; the conditioning encoder without rotary).
+* ``decode_attention`` — one query token per sequence against a static KV cache with per-row
+  valid lengths (the decoder's cached step).
+* ``log_mel`` — waveform to normalised log-mel (the feature extractor's front end).
+
+Every file holds the eager-torch reference (``*_ref``: the CPU fallback *and* the test oracle),
+then the Triton kernel, then its launcher. The choice between them is made here only:
+
+* ``CLVP_KERNELS`` unset or ``auto``: Triton when the tensor is on CUDA and triton imports,
+  the eager reference otherwise;
+* ``CLVP_KERNELS=eager``: always the reference;
+* ``CLVP_KERNELS=triton``: always Triton (on CPU tensors this needs ``TRITON_INTERPRET=1``,
+  Triton's interpreter, which is how the CPU test suite exercises every kernel);
+* anything else raises a ValueError listing the allowed values.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # triton is optional: without it everything runs on the eager references
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+except Exception:  # pragma: no cover - depends on the machine
+    HAS_TRITON = False
+
+ALLOWED_BACKENDS = ("auto", "eager", "triton")
+
+
+def backend() -> str:
+    """The backend asked for by ``CLVP_KERNELS`` (read on every call so tests can flip it)."""
+    value = os.environ.get("CLVP_KERNELS", "auto").strip().lower() or "auto"
+    if value not in ALLOWED_BACKENDS:
+        raise ValueError(
+            f"CLVP_KERNELS={os.environ.get('CLVP_KERNELS')!r} is not a backend; "
+            f"allowed values are {', '.join(ALLOWED_BACKENDS)}"
+        )
+    return value
+
+
+def triton_interpreter() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def use_triton(x: torch.Tensor) -> bool:
+    """The single dispatch decision: run the Triton kernel for a tensor like ``x``?"""
+    mode = backend()
+    if mode == "eager":
+        return False
+    if mode == "auto":
+        return HAS_TRITON and x.is_cuda
+    # mode == "triton": asked for explicitly, so refuse loudly rather than fall back silently
+    if not HAS_TRITON:
+        raise RuntimeError("CLVP_KERNELS=triton but triton is not importable; install triton or use CLVP_KERNELS=eager")
+    if not x.is_cuda and not triton_interpreter():
+        raise RuntimeError(
+            "CLVP_KERNELS=triton on a CPU tensor needs Triton's interpreter: set TRITON_INTERPRET=1 "
+            "before triton is imported, or use CLVP_KERNELS=eager"
+        )
+    return True
+
+
+def describe(x: torch.Tensor | None = None) -> str:
+    """A one-line description of the path the kernels take for tensors like ``x`` (for logs)."""
+    x = x if x is not None else torch.empty(0)
+    if use_triton(x):
+        return "triton (interpreter)" if not x.is_cuda else "triton"
+    return "eager torch"
+
+
+from .rotary_attention import rotary_attention_ref  # noqa: E402
+from .decode_attention import decode_attention_ref  # noqa: E402
+from .logmel import log_mel_ref  # noqa: E402
+
+
+def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
+    """Bidirectional attention with partial rotary on q, k and v; see ``kernels/rotary_attention.py``."""
+    if use_triton(q):
+        from .rotary_attention import rotary_attention as _triton
+
+        return _triton(q, k, v, cos, sin, key_padding_mask, scale=scale)
+    return rotary_attention_ref(q, k, v, cos, sin, key_padding_mask, scale=scale)
+
+
+def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
+    """One query token per row against a static KV cache; see ``kernels/decode_attention.py``."""
+    if use_triton(q):
+        from .decode_attention import decode_attention as _triton
+
+        return _triton(q, k_cache, v_cache, lengths, scale=scale)
+    return decode_attention_ref(q, k_cache, v_cache, lengths, scale=scale)
+
+
+def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length):
+    """Waveforms to normalised log-mel; see ``kernels/logmel.py``."""
+    if use_triton(waveforms):
+        from .logmel import log_mel as _triton
+
+        return _triton(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
+    return log_mel_ref(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
+
+
+__all__ = [
+    "ALLOWED_BACKENDS",
+    "HAS_TRITON",
+    "backend",
+    "use_triton",
+    "describe",
+    "rotary_attention",
+    "rotary_attention_ref",
+    "decode_attention",
+    "decode_attention_ref",
+    "log_mel",
+    "log_mel_ref",
+]
