@@ -75,7 +75,7 @@ def describe(x: torch.Tensor | None = None) -> str:
     return "eager torch"
 
 
-from .rotary_attention import rotary_attention_ref  # noqa: E402
+from .rotary_attention import apply_rotary_ref, rotary_attention_ref  # noqa: E402
 from .decode_attention import decode_attention_ref  # noqa: E402
 from .logmel import log_mel_ref  # noqa: E402
 
@@ -115,6 +115,7 @@ __all__ = [
     "describe",
     "rotary_attention",
     "rotary_attention_ref",
+    "apply_rotary_ref",
     "decode_attention",
     "decode_attention_ref",
     "log_mel",
