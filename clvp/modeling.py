@@ -732,7 +732,18 @@ class ClvpForCausalLM(ClvpPreTrainedModel):
                                                    hidden_states=out.hidden_states, attentions=out.attentions)
         return result.to_tuple() if return_dict is False else result
 
-    # generate() is attached in clvp/generation.py
+    def generate(self, input_ids=None, generation_config=None, conditioning_embeds=None, **kwargs):
+        """Generate codes from ``input_ids`` or from ``conditioning_embeds`` (the CLVP prompt).
+
+        Returns the sequences (B * num_return_sequences, T) — the start code (or the prompt ids)
+        first — or, with ``return_dict_in_generate=True``, an output with ``sequences`` and
+        ``hidden_states``. Arguments as ``GenerationConfig`` (see clvp/generation.py)."""
+        from .generation import decoder_generate, resolve_config
+
+        cfg = resolve_config(self.config, generation_config, kwargs)
+        with torch.no_grad():
+            out = decoder_generate(self, input_ids=input_ids, conditioning_embeds=conditioning_embeds, cfg=cfg)
+        return out if cfg.return_dict_in_generate else out.sequences
 
 
 def clvp_loss(similarity: torch.Tensor) -> torch.Tensor:
@@ -838,4 +849,26 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel):
         )
         return out.to_tuple() if return_dict is False else out
 
-    # generate() is attached in clvp/generation.py
+    def generate(self, input_ids=None, input_features=None, attention_mask=None, generation_config=None,
+                 pad_to_max_mel_tokens=None, output_hidden_states=None, **kwargs) -> ClvpOutput:
+        """Generate speech codes for the text in the voice of ``input_features`` and score them with
+        CLVP (reference.md §3.1). Always returns a ClvpOutput with ``speech_ids`` (fixed codes),
+        ``logits_per_text``, ``logits_per_speech``, ``text_embeds``, ``speech_embeds``.
+
+        Generation arguments (``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``typical_p``,
+        ``repetition_penalty``, ``max_new_tokens``, ``min_new_tokens``, ``num_return_sequences``,
+        ``num_beams``, ``positions``, ``seed`` / ``generator``) go in ``generation_config`` or as
+        keywords. Start/stop codes default to the decoder config's (8192/8193)."""
+        from .generation import composite_generate
+
+        return composite_generate(self, input_ids=input_ids, input_features=input_features,
+                                  attention_mask=attention_mask, generation_config=generation_config,
+                                  pad_to_max_mel_tokens=pad_to_max_mel_tokens,
+                                  output_hidden_states=output_hidden_states, **kwargs)
+
+    def generate_candidates(self, input_ids, input_features, **kwargs):
+        """Tortoise's candidate loop: sample many codes in batches and rank them all by CLVP score.
+        See ``clvp.generation.generate_candidates``."""
+        from .generation import generate_candidates
+
+        return generate_candidates(self, input_ids, input_features, **kwargs)

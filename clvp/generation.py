@@ -1,0 +1,721 @@
+"""Speech-code generation with a static KV cache, and CLVP reranking of candidates (Tortoise's loop).
+
+Semantics are transformers 4.46.3's (reference.md §3), not 5.x's: the prefill sees the prompt at
+positions 0..L-1 and the fed-back code k (k >= 1) takes mel position k + 1 (``positions="hf"``), or
+k as Tortoise computes it without a cache (``positions="contiguous"``). Start and stop codes come
+from the decoder config (8192 / 8193), never from the text config.
+
+The cache is preallocated once per call, (layers, B, H, T_max, D) for keys and values, and every
+decode step has the same shapes: new keys are written in place and attention reads the valid prefix
+through ``kernels.decode_attention`` (a later step captures the step in a CUDA graph).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .outputs import ModelOutput
+
+# ----------------------------------------------------------------------------------------------
+# Generation config
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationConfig:
+    """The generation arguments of transformers' ``GenerationConfig`` that CLVP uses, same defaults."""
+
+    max_length: int = 20  # total length of the returned ids (start code included) when max_new_tokens is None
+    max_new_tokens: Optional[int] = None
+    min_length: int = 0
+    min_new_tokens: Optional[int] = None
+    do_sample: bool = False
+    num_beams: int = 1
+    temperature: float = 1.0
+    top_k: Optional[int] = 50  # only used when sampling
+    top_p: float = 1.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0  # beam search only
+    early_stopping: bool = False  # beam search only
+    num_return_sequences: int = 1
+    bos_token_id: Optional[int] = None  # start code; None means the decoder config's (8192)
+    eos_token_id: Optional[int] = None  # stop code; None means the decoder config's (8193)
+    pad_token_id: Optional[int] = None  # what finished rows emit; None means eos
+    return_dict_in_generate: bool = False  # ClvpForCausalLM only; the composite always returns a ClvpOutput
+    output_hidden_states: bool = False
+    positions: str = "hf"  # "hf": fed-back code k at position k + 1 (transformers); "contiguous": k (Tortoise, no cache)
+    seed: Optional[int] = None  # seeds a torch.Generator for reproducible sampling
+    generator: Optional[torch.Generator] = None
+
+    def update(self, **kwargs) -> dict:
+        """Set the known fields; return the unknown ones (transformers' contract)."""
+        names = {f.name for f in fields(self)}
+        unused = {}
+        for key, value in kwargs.items():
+            if key in names:
+                setattr(self, key, value)
+            else:
+                unused[key] = value
+        return unused
+
+    def validate(self) -> None:
+        def positive_int(name, value, minimum=1):
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        positive_int("num_beams", self.num_beams)
+        positive_int("num_return_sequences", self.num_return_sequences)
+        if self.max_new_tokens is not None:
+            positive_int("max_new_tokens", self.max_new_tokens)
+        else:
+            positive_int("max_length", self.max_length)
+        if self.min_new_tokens is not None:
+            positive_int("min_new_tokens", self.min_new_tokens, 0)
+        if self.num_beams > 1:
+            if self.num_return_sequences > self.num_beams:
+                raise ValueError(
+                    f"num_return_sequences ({self.num_return_sequences}) must be <= num_beams ({self.num_beams}) in beam search"
+                )
+            if self.do_sample:
+                raise ValueError("beam sampling (do_sample=True with num_beams > 1) is not supported; use one of them")
+        elif self.num_return_sequences > 1 and not self.do_sample:
+            raise ValueError(
+                "greedy search (do_sample=False, num_beams=1) returns the same sequence every time; "
+                "use do_sample=True or num_beams >= num_return_sequences for several sequences"
+            )
+        if not (self.temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (0 < self.typical_p <= 1):
+            raise ValueError(f"typical_p must be in (0, 1], got {self.typical_p}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+            raise ValueError(f"top_k must be a non-negative integer or None, got {self.top_k!r}")
+        if not (self.repetition_penalty > 0):
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.positions not in ("hf", "contiguous"):
+            raise ValueError(f"positions must be 'hf' or 'contiguous', got {self.positions!r}")
+
+    def copy(self) -> "GenerationConfig":
+        gen = self.generator
+        self.generator = None
+        try:
+            out = copy.deepcopy(self)
+        finally:
+            self.generator = gen
+        out.generator = gen
+        return out
+
+
+# Tortoise's presets (api.py): candidates per preset, and the sampling settings they all share.
+TORTOISE_SAMPLING = dict(do_sample=True, temperature=0.8, top_p=0.8, top_k=50, repetition_penalty=2.0,
+                         length_penalty=1.0, max_new_tokens=500)
+PRESETS = {
+    "ultra_fast": dict(num_candidates=16, **TORTOISE_SAMPLING),
+    "fast": dict(num_candidates=96, **TORTOISE_SAMPLING),
+    "standard": dict(num_candidates=256, **TORTOISE_SAMPLING),
+    "high_quality": dict(num_candidates=256, **TORTOISE_SAMPLING),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Logits processors (transformers 4.46.3's, same order and arithmetic)
+# ----------------------------------------------------------------------------------------------
+
+
+class RepetitionPenalty:
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def __call__(self, input_ids, scores):
+        score = torch.gather(scores, 1, input_ids)
+        score = torch.where(score < 0, score * self.penalty, score / self.penalty)
+        return scores.scatter(1, input_ids, score)
+
+
+class MinLength:
+    """Forbid the stop code while ``input_ids`` is shorter than ``min_length`` (``prompt_len`` skipped for min_new_tokens)."""
+
+    def __init__(self, min_length: int, eos_token_id: int, prompt_len: int = 0):
+        self.min_length, self.eos, self.prompt_len = min_length, eos_token_id, prompt_len
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[-1] - self.prompt_len < self.min_length:
+            scores = scores.clone()
+            scores[:, self.eos] = -math.inf
+        return scores
+
+
+class Temperature:
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        return scores / self.temperature
+
+
+class TopK:
+    def __init__(self, top_k: int, min_tokens_to_keep: int = 1):
+        self.top_k = max(top_k, min_tokens_to_keep)
+
+    def __call__(self, input_ids, scores):
+        k = min(self.top_k, scores.shape[-1])
+        kth = torch.topk(scores, k)[0][..., -1, None]
+        return scores.masked_fill(scores < kth, -math.inf)
+
+
+class TopP:
+    def __init__(self, top_p: float, min_tokens_to_keep: int = 1):
+        self.top_p, self.min_keep = top_p, min_tokens_to_keep
+
+    def __call__(self, input_ids, scores):
+        sorted_logits, sorted_indices = torch.sort(scores, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - self.top_p)
+        remove[..., -self.min_keep:] = False
+        remove = remove.scatter(1, sorted_indices, remove)
+        return scores.masked_fill(remove, -math.inf)
+
+
+class Typical:
+    def __init__(self, mass: float, min_tokens_to_keep: int = 1):
+        self.mass, self.min_keep = mass, min_tokens_to_keep
+
+    def __call__(self, input_ids, scores):
+        normalized = F.log_softmax(scores, dim=-1)
+        p = torch.exp(normalized)
+        ent = -(normalized * p).nansum(-1, keepdim=True)
+        shifted = torch.abs((-normalized) - ent)
+        sorted_scores, sorted_indices = torch.sort(shifted, descending=False)
+        sorted_logits = scores.gather(-1, sorted_indices)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        last_ind = (cumulative < self.mass).sum(dim=1)
+        last_ind.clamp_(max=sorted_scores.shape[-1] - 1)
+        remove = sorted_scores > sorted_scores.gather(1, last_ind.view(-1, 1))
+        remove[..., : self.min_keep] = False
+        remove = remove.scatter(1, sorted_indices, remove)
+        return scores.masked_fill(remove, -math.inf)
+
+
+def build_processors(cfg: GenerationConfig, prompt_ids_len: int) -> list:
+    """The processors transformers 4.46.3 builds for these settings, in its order."""
+    procs = []
+    if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
+        procs.append(RepetitionPenalty(cfg.repetition_penalty))
+    if cfg.min_length is not None and cfg.min_length > 0:
+        procs.append(MinLength(cfg.min_length, cfg.eos_token_id))
+    if cfg.min_new_tokens is not None and cfg.min_new_tokens > 0:
+        procs.append(MinLength(cfg.min_new_tokens, cfg.eos_token_id, prompt_len=prompt_ids_len))
+    if cfg.do_sample:
+        keep = 2 if cfg.num_beams > 1 else 1
+        if cfg.temperature is not None and cfg.temperature != 1.0:
+            procs.append(Temperature(cfg.temperature))
+        if cfg.top_k is not None and cfg.top_k != 0:
+            procs.append(TopK(cfg.top_k, keep))
+        if cfg.top_p is not None and cfg.top_p < 1.0:
+            procs.append(TopP(cfg.top_p, keep))
+        if cfg.typical_p is not None and cfg.typical_p < 1.0:
+            procs.append(Typical(cfg.typical_p, keep))
+    return procs
+
+
+def apply_processors(procs, input_ids, scores):
+    for proc in procs:
+        scores = proc(input_ids, scores)
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------
+# Static KV cache and the decoder's prefill / step
+# ----------------------------------------------------------------------------------------------
+
+
+class StaticKVCache:
+    """Keys and values of every decoder layer, preallocated: (layers, B, H, T_max, D) each."""
+
+    def __init__(self, num_layers, batch, heads, max_len, head_dim, dtype, device):
+        shape = (num_layers, batch, heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row b takes the cache of row ``index[b]`` (in place, shapes unchanged)."""
+        self.k.copy_(self.k.index_select(1, index))
+        self.v.copy_(self.v.index_select(1, index))
+
+
+class _Decoder:
+    """Runs ``ClvpForCausalLM`` against a StaticKVCache: a prefill over the prompt, then one-token steps."""
+
+    def __init__(self, lm, batch: int, max_len: int):
+        self.lm = lm
+        self.decoder = lm.model.decoder
+        cfg = lm.config
+        dtype = lm.lm_head.weight.dtype
+        device = lm.lm_head.weight.device
+        self.cache = StaticKVCache(cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim, dtype, device)
+        self.lengths = torch.zeros(batch, dtype=torch.int32, device=device)  # valid cache length per row
+        self.pos = 0  # tokens written so far (same for every row)
+
+    def _run(self, x, collect_hidden: bool):
+        hidden = [] if collect_hidden else None
+        start = self.pos
+        t = x.shape[1]
+        self.lengths.fill_(start + t)
+        for i, layer in enumerate(self.decoder.layers):
+            if hidden is not None:
+                hidden.append(x)
+            x = layer.forward_cached(x, self.cache.k[i], self.cache.v[i], start, self.lengths)
+        x = self.decoder.layer_norm(x)
+        if hidden is not None:
+            hidden.append(x)
+        self.pos = start + t
+        logits = self.lm.logits(x[:, -1])  # (B, V)
+        return logits, (tuple(hidden) if hidden is not None else None)
+
+    def prefill(self, x, collect_hidden=False):
+        """x (B, L, C): embeddings with positions already added."""
+        return self._run(x, collect_hidden)
+
+    def step(self, tokens, position: int, collect_hidden=False):
+        """tokens (B,) -> logits (B, V) of the next code; ``position`` is the mel position of ``tokens``."""
+        dec = self.decoder
+        pos = torch.full((1, 1), position, dtype=torch.long, device=tokens.device)
+        x = dec.input_embeds_layer(tokens[:, None]) + dec.position_embeds_layer(pos)  # (B, 1, C)
+        return self._run(x, collect_hidden)
+
+
+# ----------------------------------------------------------------------------------------------
+# Search loops
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateDecoderOnlyOutput(ModelOutput):
+    sequences: torch.Tensor = None  # (B * num_return_sequences, T), start code / prompt ids first
+    hidden_states: Optional[tuple] = None  # per step, tuples of per-layer hidden states
+
+
+_LoopResult = GenerateDecoderOnlyOutput
+
+
+def _positions_for(cfg: GenerationConfig, k: int) -> int:
+    """Mel position of the k-th fed-back code (k >= 1); the start code sits at position 0."""
+    return k + 1 if cfg.positions == "hf" else k
+
+
+def _sample_or_greedy(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, collect_hidden):
+    """Greedy search or multinomial sampling (transformers' ``_sample``) with a static cache.
+
+    prefill_x (B, L, C) embeddings; start_ids (B, S) the ids generation continues from (they are
+    what the repetition penalty sees); ``fed_positions(k)`` the position of the k-th fed-back code.
+    """
+    b = prefill_x.shape[0]
+    dec = _Decoder(lm, b, prefill_x.shape[1] + new_tokens)
+    procs = build_processors(cfg, start_ids.shape[1])
+    eos = cfg.eos_token_id
+    pad = cfg.pad_token_id if cfg.pad_token_id is not None else eos
+    ids = torch.empty(b, start_ids.shape[1] + new_tokens, dtype=torch.long, device=start_ids.device)
+    ids[:, : start_ids.shape[1]] = start_ids
+    cur = start_ids.shape[1]
+    unfinished = torch.ones(b, dtype=torch.bool, device=ids.device)
+    hidden_steps = [] if collect_hidden else None
+    logits, hid = dec.prefill(prefill_x, collect_hidden)
+    for k in range(1, new_tokens + 1):
+        if hidden_steps is not None:
+            hidden_steps.append(hid)
+        scores = apply_processors(procs, ids[:, :cur], logits.float())
+        if cfg.do_sample:
+            probs = scores.softmax(-1)
+            nxt = torch.multinomial(probs, 1, generator=cfg.generator)[:, 0]
+        else:
+            nxt = scores.argmax(-1)
+        nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad))
+        ids[:, cur] = nxt
+        cur += 1
+        if eos is not None:
+            unfinished &= nxt != eos
+        if k == new_tokens or not bool(unfinished.any()):
+            break
+        logits, hid = dec.step(nxt, fed_positions(k), collect_hidden)
+    return _LoopResult(ids[:, :cur], tuple(hidden_steps) if hidden_steps is not None else None)
+
+
+class _BeamHypotheses:
+    def __init__(self, num_beams, length_penalty, early_stopping):
+        self.num_beams, self.length_penalty, self.early_stopping = num_beams, length_penalty, early_stopping
+        self.beams = []
+        self.worst_score = 1e9
+
+    def add(self, hyp, sum_logprobs, generated_len):
+        score = sum_logprobs / (generated_len**self.length_penalty)
+        if len(self.beams) < self.num_beams or score > self.worst_score:
+            self.beams.append((score, hyp))
+            if len(self.beams) > self.num_beams:
+                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                del self.beams[ranked[0][1]]
+                self.worst_score = ranked[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+
+    def is_done(self, best_sum_logprobs, cur_len, prompt_len):
+        if len(self.beams) < self.num_beams:
+            return False
+        if self.early_stopping is True:
+            return True
+        return self.worst_score >= best_sum_logprobs / (cur_len - prompt_len) ** self.length_penalty
+
+
+def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
+    """transformers 4.46.3's beam search (``BeamSearchScorer`` semantics) over a static cache.
+
+    prefill_x (B * num_beams, L, C), start_ids (B * num_beams, S): inputs already repeated per beam.
+    """
+    nb = cfg.num_beams
+    bb = prefill_x.shape[0]
+    batch = bb // nb
+    device = start_ids.device
+    eos = cfg.eos_token_id
+    pad = cfg.pad_token_id if cfg.pad_token_id is not None else eos
+    prompt_len = start_ids.shape[1]
+    max_length = prompt_len + new_tokens
+    dec = _Decoder(lm, bb, prefill_x.shape[1] + new_tokens)
+    procs = build_processors(cfg, prompt_len)
+    hyps = [_BeamHypotheses(nb, cfg.length_penalty, cfg.early_stopping) for _ in range(batch)]
+    done = [False] * batch
+    beam_scores = torch.zeros(batch, nb, dtype=torch.float, device=device)
+    beam_scores[:, 1:] = -1e9
+    beam_scores = beam_scores.view(-1)
+    ids = start_ids
+    logits, _ = dec.prefill(prefill_x)
+    k = 0
+    while True:
+        k += 1
+        scores = F.log_softmax(logits.float(), dim=-1)
+        scores = apply_processors(procs, ids, scores)
+        scores = scores + beam_scores[:, None]
+        vocab = scores.shape[-1]
+        scores = scores.view(batch, nb * vocab)
+        n_keep = max(2, 1 + (1 if eos is not None else 0)) * nb
+        top_scores, top_tokens = torch.topk(scores, n_keep, dim=1, largest=True, sorted=True)
+        top_beams = torch.div(top_tokens, vocab, rounding_mode="floor")
+        top_tokens = top_tokens % vocab
+        cur_len = ids.shape[-1] + 1
+        next_scores = torch.zeros(batch, nb, dtype=top_scores.dtype, device=device)
+        next_tokens = torch.zeros(batch, nb, dtype=torch.long, device=device)
+        next_index = torch.zeros(batch, nb, dtype=torch.long, device=device)
+        ts, tt, tb = top_scores.tolist(), top_tokens.tolist(), top_beams.tolist()
+        for bi in range(batch):
+            if done[bi]:
+                next_tokens[bi, :] = pad
+                continue
+            j = 0
+            for rank, (tok, sc, beam) in enumerate(zip(tt[bi], ts[bi], tb[bi])):
+                row = bi * nb + beam
+                if eos is not None and tok == eos:
+                    if rank >= nb:
+                        continue
+                    hyps[bi].add(ids[row].clone(), sc, cur_len - prompt_len)
+                else:
+                    next_scores[bi, j] = sc
+                    next_tokens[bi, j] = tok
+                    next_index[bi, j] = row
+                    j += 1
+                if j == nb:
+                    break
+            done[bi] = done[bi] or hyps[bi].is_done(max(ts[bi]), cur_len, prompt_len)
+        beam_scores = next_scores.view(-1)
+        index = next_index.view(-1)
+        ids = torch.cat([ids[index], next_tokens.view(-1, 1)], dim=-1)
+        dec.cache.reorder(index)
+        if all(done) or ids.shape[-1] >= max_length:
+            break
+        logits, _ = dec.step(next_tokens.view(-1), fed_positions(k))
+    # finalize
+    for bi in range(batch):
+        if done[bi]:
+            continue
+        for j in range(nb):
+            row = bi * nb + j
+            hyps[bi].add(ids[row], beam_scores[row].item(), ids.shape[-1] - prompt_len)
+    keep = cfg.num_return_sequences
+    best = []
+    for bi in range(batch):
+        ranked = sorted(hyps[bi].beams, key=lambda x: x[0])
+        for _ in range(keep):
+            best.append(ranked.pop()[1])
+    lengths = [len(h) for h in best]
+    out_len = min(max(lengths) + 1, max_length)
+    out = torch.full((len(best), out_len), pad if min(lengths) != max(lengths) else 0, dtype=torch.long, device=device)
+    for i, h in enumerate(best):
+        out[i, : len(h)] = h
+        if len(h) < out_len:
+            out[i, len(h)] = eos
+    return _LoopResult(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_config(model_cfg_source, generation_config, kwargs) -> GenerationConfig:
+    """Copy the given (or default) config, apply keyword overrides, fill CLVP's start/stop codes."""
+    if generation_config is None:
+        generation_config = GenerationConfig()
+    elif isinstance(generation_config, dict):
+        generation_config = GenerationConfig(**generation_config)
+    elif not isinstance(generation_config, GenerationConfig):
+        raise TypeError(f"generation_config must be a clvp GenerationConfig or a dict, got {type(generation_config).__name__}")
+    cfg = generation_config.copy()
+    unused = cfg.update(**kwargs)
+    if unused:
+        raise TypeError(f"unknown generation arguments: {', '.join(sorted(unused))}")
+    dc = model_cfg_source
+    if cfg.bos_token_id is None:
+        cfg.bos_token_id = dc.bos_token_id
+    if cfg.eos_token_id is None:
+        cfg.eos_token_id = dc.eos_token_id
+    cfg.validate()
+    return cfg
+
+
+def _check_generator(cfg: GenerationConfig, device: torch.device) -> None:
+    if cfg.generator is not None:
+        if not isinstance(cfg.generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(cfg.generator).__name__}")
+        if torch.device(cfg.generator.device).type != device.type:
+            raise ValueError(
+                f"the generator is on {cfg.generator.device} but the model is on {device}; "
+                f"create it with torch.Generator(device={str(device)!r})"
+            )
+    elif cfg.seed is not None:
+        cfg.generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+
+
+def _new_tokens(cfg: GenerationConfig, ids_len: int) -> int:
+    if cfg.max_new_tokens is not None:
+        return cfg.max_new_tokens
+    return max(1, cfg.max_length - ids_len)
+
+
+def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: GenerationConfig):
+    """``ClvpForCausalLM.generate``: from text/code ids, or from conditioning embeddings (the CLVP prompt)."""
+    dc = lm.config
+    device = lm.lm_head.weight.device
+    _check_generator(cfg, device)
+    dec = lm.model.decoder
+    if conditioning_embeds is not None:
+        if conditioning_embeds.dim() != 3 or conditioning_embeds.shape[-1] != dc.hidden_size:
+            raise ValueError(f"conditioning_embeds must be (batch, len, {dc.hidden_size}), got {tuple(conditioning_embeds.shape)}")
+        b = conditioning_embeds.shape[0]
+        start = torch.full((b, 1), cfg.bos_token_id, dtype=torch.long, device=device)
+        # the prompt E = [conditioning, emb(start) + pos(0)], entered as (E - pos) + pos as transformers does
+        e_start = dec.input_embeds_layer(start) + dec.position_embeds_layer(torch.zeros_like(start))
+        e = torch.cat([conditioning_embeds.to(e_start.dtype), e_start], dim=1)  # (B, L, C)
+        length = e.shape[1]
+        if length > dc.max_position_embeddings:
+            raise ValueError(f"the prompt ({length} embeddings) exceeds the decoder's {dc.max_position_embeddings} positions")
+        p = dec.position_embeds_layer(torch.arange(length, device=device))[None]
+        x = (e - p) + p
+        new = cfg.max_new_tokens if cfg.max_new_tokens is not None else max(1, cfg.max_length - length - 1)
+        fed = lambda k: _positions_for(cfg, k)  # noqa: E731
+    elif input_ids is not None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        b, length = input_ids.shape
+        start = input_ids.to(device)
+        x = dec.embed(input_ids=start)
+        new = _new_tokens(cfg, length)
+        fed = lambda k: length + k - 1  # noqa: E731  plain GPT-2 continuation
+    else:
+        raise ValueError("pass input_ids or conditioning_embeds")
+    last_pos = max(fed(k) for k in range(1, new)) if new > 1 else 0
+    if last_pos >= dc.max_position_embeddings:
+        limit = max(k for k in range(1, new + 1) if k == 1 or fed(k - 1) < dc.max_position_embeddings)
+        raise ValueError(
+            f"max_new_tokens={new} would need mel position {last_pos}, past the decoder's "
+            f"{dc.max_position_embeddings} positions; at most {limit} new codes fit"
+        )
+    n_ret = cfg.num_return_sequences
+    if cfg.num_beams > 1:
+        x = x.repeat_interleave(cfg.num_beams, dim=0)
+        start = start.repeat_interleave(cfg.num_beams, dim=0)
+        return _beam_search(lm, x, start, cfg, new, fed)
+    if n_ret > 1:
+        x = x.repeat_interleave(n_ret, dim=0)
+        start = start.repeat_interleave(n_ret, dim=0)
+    return _sample_or_greedy(lm, x, start, cfg, new, fed, cfg.output_hidden_states)
+
+
+@torch.no_grad()
+def generate_speech_ids(model, *, input_ids=None, input_features=None, conditioning_encoder_inputs_embeds=None,
+                        attention_mask=None, generation_config=None, **kwargs) -> torch.Tensor:
+    """Conditioning + decoder generation; returns raw ids (start code first), unfixed."""
+    cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
+    cond = _conditioning(model, input_ids, input_features, conditioning_encoder_inputs_embeds, attention_mask)
+    return decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg).sequences
+
+
+def _check_text_length(model, input_ids):
+    limit = model.config.decoder_config.max_text_tokens - 3
+    if input_ids is not None and input_ids.shape[-1] > limit:
+        raise ValueError(
+            f"the text is {input_ids.shape[-1]} tokens long; the decoder allows at most {limit} "
+            f"(max_text_tokens {model.config.decoder_config.max_text_tokens} minus 3 for the added bos/eos): split the text"
+        )
+
+
+def _conditioning(model, input_ids, input_features, inputs_embeds, attention_mask):
+    """The decoder prompt: one eos appended to the text (Tortoise's pad), then the conditioning encoder."""
+    from .modeling import pad_extra_bos_eos_tokens
+
+    if input_features is None:
+        raise ValueError("input_features (log-mel of the reference voice) are required to generate speech")
+    if input_ids is not None:
+        _check_text_length(model, input_ids)
+        input_ids, attention_mask = pad_extra_bos_eos_tokens(
+            input_ids, attention_mask, add_bos_token=False, bos_token_id=model.config.text_config.bos_token_id,
+            eos_token_id=model.config.text_config.eos_token_id,
+        )
+    return model.conditioning_encoder(input_features=input_features, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                                      attention_mask=attention_mask)
+
+
+@torch.no_grad()
+def composite_generate(model, input_ids=None, input_features=None, attention_mask=None, generation_config=None,
+                       pad_to_max_mel_tokens=None, output_hidden_states=None, **kwargs):
+    """``ClvpModelForConditionalGeneration.generate`` (reference.md §3.1), always returning a ClvpOutput."""
+    from .modeling import pad_extra_bos_eos_tokens
+    from .outputs import ClvpOutput
+
+    if input_ids is None:
+        raise ValueError("input_ids (the tokenized text) are required")
+    if output_hidden_states is not None:
+        kwargs["output_hidden_states"] = output_hidden_states
+    cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
+    _check_text_length(model, input_ids)
+    ids, mask = pad_extra_bos_eos_tokens(
+        input_ids, attention_mask, add_bos_token=False, bos_token_id=model.config.text_config.bos_token_id,
+        eos_token_id=model.config.text_config.eos_token_id,
+    )
+    cond = model.conditioning_encoder(input_features=input_features, input_ids=ids, attention_mask=mask)
+    result = decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg)
+    speech_ids = result.sequences
+    if pad_to_max_mel_tokens is not None:
+        if pad_to_max_mel_tokens < speech_ids.shape[-1]:
+            raise ValueError(
+                f"pad_to_max_mel_tokens={pad_to_max_mel_tokens} is shorter than the generated "
+                f"{speech_ids.shape[-1]} ids (start code included)"
+            )
+        speech_ids = F.pad(speech_ids, (0, pad_to_max_mel_tokens - speech_ids.shape[-1]), value=cfg.eos_token_id)
+    speech_ids = model.fix_speech_decoder_output(speech_ids)
+    speech_out = model.speech_encoder_model(input_ids=speech_ids, output_hidden_states=cfg.output_hidden_states)
+    text_out = model.text_encoder_model(input_ids=ids, attention_mask=mask, output_hidden_states=cfg.output_hidden_states)
+    logits_per_text, logits_per_speech, t, s = model.similarity(text_out.embeds, speech_out.embeds)
+    return ClvpOutput(
+        speech_ids=speech_ids, logits_per_speech=logits_per_speech, logits_per_text=logits_per_text,
+        text_embeds=t, speech_embeds=s, text_model_output=text_out.pooler_output,
+        speech_model_output=speech_out.pooler_output,
+        decoder_hidden_states=result.hidden_states, text_encoder_hidden_states=text_out.hidden_states,
+        speech_encoder_hidden_states=speech_out.hidden_states,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Candidate generation at scale (Tortoise's autoregressive loop + CLVP reranking)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RankedCandidates:
+    codes: torch.Tensor  # (N, T) fixed speech codes, best first
+    scores: torch.Tensor  # (N,) CLVP logits (scaled cosine similarity), best first
+    order: torch.Tensor  # (N,) generation index of each ranked candidate
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+
+@torch.no_grad()
+def generate_candidates(model, input_ids, input_features, *, num_candidates=None, batch_size=16, preset=None,
+                        seed=None, attention_mask=None, progress=True, **generation_kwargs) -> RankedCandidates:
+    """Sample ``num_candidates`` code sequences for one text in one voice and rank them by CLVP score.
+
+    input_ids (1, T) one text; input_features (K, 80, frames) one or several reference clips of the
+    same voice, whose conditioning latents are averaged (as Tortoise does). Candidates are generated
+    in batches of ``batch_size`` (memory stays bounded) and all of them are ranked together; every
+    candidate is padded with the stop code to ``max_new_tokens`` before fixing, as Tortoise pads to
+    500, so scores are comparable across batches.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    settings = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        settings.update(PRESETS[preset])
+    settings.update({k: v for k, v in generation_kwargs.items() if v is not None})
+    n = num_candidates if num_candidates is not None else settings.pop("num_candidates", 16)
+    settings.pop("num_candidates", None)
+    settings.setdefault("do_sample", True)
+    settings.setdefault("max_new_tokens", 500)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_candidates must be a positive integer, got {n!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids must hold one text, shape (1, T); got {tuple(input_ids.shape)}")
+    cfg = resolve_config(model.config.decoder_config, None, settings)
+    if not cfg.do_sample:
+        raise ValueError("candidate generation samples; do_sample=False would give identical candidates")
+    device = model.speech_decoder_model.lm_head.weight.device
+    if seed is not None:
+        cfg.seed = seed
+    _check_generator(cfg, device)
+    timings = {}
+
+    t0 = time.perf_counter()
+    from .modeling import pad_extra_bos_eos_tokens
+
+    _check_text_length(model, input_ids)
+    ids, mask = pad_extra_bos_eos_tokens(input_ids, attention_mask, add_bos_token=False,
+                                         bos_token_id=model.config.text_config.bos_token_id,
+                                         eos_token_id=model.config.text_config.eos_token_id)
+    enc = model.conditioning_encoder
+    latent = enc.mel_latent(input_features).mean(0, keepdim=True)  # (1, C): averaged over the voice's clips
+    text = enc.text_embeds(ids, mask).to(latent.dtype)
+    cond = torch.cat([latent[:, None, :], text], dim=1)  # (1, 1 + T + 2, C)
+    timings["conditioning"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    batches = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    codes = []
+    bar = tqdm(total=n, desc="generating candidates", unit="cand", disable=not progress or len(batches) == 1)
+    for size in batches:
+        cfg_b = cfg.copy()
+        cfg_b.num_return_sequences = size
+        seqs = decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg_b).sequences
+        seqs = F.pad(seqs, (0, cfg.max_new_tokens + 1 - seqs.shape[1]), value=cfg.eos_token_id)
+        codes.append(model.fix_speech_decoder_output(seqs))
+        bar.update(size)
+    bar.close()
+    codes = torch.cat(codes)  # (N, max_new_tokens)
+    timings["generation"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    text_emb = model.text_encoder_model(input_ids=ids, attention_mask=mask).embeds
+    speech_emb = torch.cat([model.speech_encoder_model(input_ids=codes[i : i + batch_size]).embeds
+                            for i in range(0, n, batch_size)])
+    logits_per_text, _, _, _ = model.similarity(text_emb, speech_emb)
+    scores = logits_per_text[0]
+    order = torch.argsort(scores, descending=True, stable=True)
+    timings["ranking"] = time.perf_counter() - t0
+    return RankedCandidates(codes=codes[order], scores=scores[order], order=order, timings=timings)
