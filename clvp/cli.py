@@ -1,0 +1,301 @@
+"""The ``clvp`` command (also ``python -m clvp``): demo, rank, score, convert-tortoise, bench.
+
+Errors a person can act on (missing file, unreadable audio, a folder without config.json, an unknown
+dtype or device) print one line and exit with status 2, without a traceback (CLVP_DEBUG=1 shows it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error the user can act on: printed as one line, exit status 2."""
+
+
+def _resources():
+    from importlib import resources
+
+    return resources.files("clvp.data")
+
+
+def _device_and_dtype(device: str | None, dtype: str | None):
+    import torch
+
+    from .loading import resolve_device, resolve_dtype
+
+    dev = resolve_device(device) or torch.device("cpu")
+    dt = resolve_dtype(dtype) or torch.float32
+    return dev, dt
+
+
+def _load_front_end(model_dir: Path | None):
+    """Tokenizer and feature extractor: the model folder's own files when present, else the packaged
+    real CLVP vocabulary and Tortoise's mel norms."""
+    from .feature_extraction import ClvpFeatureExtractor
+    from .tokenization import ClvpTokenizer
+
+    tok = None
+    fe = None
+    if model_dir is not None:
+        if (model_dir / "vocab.json").is_file() or (model_dir / "tokenizer.json").is_file():
+            tok = ClvpTokenizer.from_pretrained(model_dir)
+        if (model_dir / "preprocessor_config.json").is_file():
+            fe = ClvpFeatureExtractor.from_pretrained(model_dir)
+    tok = tok or ClvpTokenizer()
+    fe = fe or ClvpFeatureExtractor.tortoise()
+    return tok, fe
+
+
+def _load_model(model_dir: Path | None, device, dtype, seed: int):
+    import torch
+
+    from .configuration import tiny_config
+    from .modeling import ClvpModelForConditionalGeneration
+
+    if model_dir is None:
+        torch.manual_seed(seed)
+        model = ClvpModelForConditionalGeneration(tiny_config()).eval()
+        return model.to(device=device, dtype=dtype)
+    if not model_dir.is_dir():
+        raise CliError(f"model folder {model_dir} does not exist")
+    if not (model_dir / "config.json").is_file():
+        raise CliError(f"{model_dir} has no config.json; point --model at a folder saved by save_pretrained or convert-tortoise")
+    return ClvpModelForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device)
+
+
+def _voice_features(fe, paths, device):
+    from .audio import load_audio
+
+    clips = [load_audio(p, fe.sampling_rate) for p in paths]
+    feats = fe(clips, sampling_rate=fe.sampling_rate, return_tensors="pt", device=device)["input_features"]
+    return feats  # (K, 80, frames)
+
+
+def _print_table(ranked, top: int, stop_code_free_len):
+    rows = []
+    for r in range(min(top, ranked.codes.shape[0])):
+        codes = ranked.codes[r].tolist()
+        preview = " ".join(str(c) for c in codes[:8]) + (" ..." if len(codes) > 8 else "")
+        rows.append((r + 1, int(ranked.order[r]), float(ranked.scores[r]), stop_code_free_len(ranked.codes[r]), preview))
+    print(f"{'rank':>4}  {'cand':>4}  {'CLVP score':>10}  {'codes':>5}  first codes")
+    for rank, cand, score, n, preview in rows:
+        print(f"{rank:>4}  {cand:>4}  {score:>10.4f}  {n:>5}  {preview}")
+
+
+def _speech_length(fix_codes):
+    """Codes before the filler that replaced the stop code (83 ... 45 45 248)."""
+    def length(row):
+        values = row.tolist()
+        filler = fix_codes[0]
+        n = len(values)
+        # the tail is filler, then the three fixing codes
+        end = n - 3 if values[-3:] == list(fix_codes[1:]) else n
+        while end > 0 and values[end - 1] == filler:
+            end -= 1
+        return end
+
+    return length
+
+
+def _rank(args, *, demo: bool):
+    import torch
+
+    import kernels
+
+    model_dir = Path(args.model) if args.model else None
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    timings = {}
+    t0 = time.perf_counter()
+    model = _load_model(model_dir, device, dtype, args.seed)
+    tok, fe = _load_front_end(model_dir)
+    timings["load model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ids = tok(args.text, return_tensors="pt")["input_ids"].to(device)  # (1, T)
+    timings["tokenize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    voices = args.voice or [str(_resources() / "voice_lj.wav")]
+    feats = _voice_features(fe, voices, device).to(dtype)
+    timings["log-mel"] = time.perf_counter() - t0
+
+    ranked = model.generate_candidates(
+        ids, feats, num_candidates=args.candidates, batch_size=args.batch_size, preset=args.preset, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, progress=True,
+    )
+    timings.update(ranked.timings)
+
+    if demo:
+        where = f"a small randomly initialised model" if model_dir is None else f"the model in {model_dir}"
+        print(f"CLVP demo on {where} ({device.type}, {str(dtype).replace('torch.', '')})")
+        if model_dir is None:
+            print("The weights are random, so the codes are noise and the ranking is arbitrary: this shows the pipeline,")
+            print("not speech. Point it at a real checkpoint with --model DIR (see README: convert-tortoise).")
+    print(f'text: "{args.text}"  ({ids.shape[1]} tokens)  voice: {", ".join(Path(v).name for v in voices)}')
+    _print_table(ranked, args.top, _speech_length(model.config.decoder_config.decoder_fixing_codes))
+    print("stage times: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in timings.items()))
+    print(f"kernel path: {kernels.describe(torch.empty(0, device=device))} (CLVP_KERNELS={kernels.backend()})")
+    if getattr(args, "out", None):
+        out = {
+            "text": args.text, "voices": voices, "model": str(model_dir) if model_dir else None,
+            "candidates": [
+                {"rank": r + 1, "candidate": int(ranked.order[r]), "score": float(ranked.scores[r]),
+                 "codes": ranked.codes[r].tolist()}
+                for r in range(ranked.codes.shape[0])
+            ],
+        }
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args):
+    return _rank(args, demo=True)
+
+
+def cmd_rank(args):
+    return _rank(args, demo=False)
+
+
+def cmd_score(args):
+    import torch
+
+    model_dir = Path(args.model)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    path = Path(args.codes)
+    if not path.is_file():
+        raise CliError(f"codes file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CliError(f"{path} is not valid JSON: {err}") from None
+    if isinstance(data, dict) and "candidates" in data:
+        data = [c["codes"] for c in data["candidates"]]
+    if not (isinstance(data, list) and data and all(isinstance(r, list) and r and all(isinstance(c, int) for c in r) for r in data)):
+        raise CliError(f"{path} must hold a non-empty list of code lists (or the JSON written by 'clvp rank --out')")
+    width = max(len(r) for r in data)
+    model = _load_model(model_dir, device, dtype, 0)
+    tok, _ = _load_front_end(model_dir)
+    stop = model.config.decoder_config.eos_token_id
+    # pad ragged rows with the stop code and fix them as generation does (a no-op on already-fixed codes)
+    codes = torch.tensor([[stop] + r + [stop] * (width - len(r)) for r in data], device=device)
+    codes = model.fix_speech_decoder_output(codes)
+    ids = tok(args.text, return_tensors="pt")["input_ids"].to(device)
+    from .modeling import pad_extra_bos_eos_tokens
+
+    ids, _ = pad_extra_bos_eos_tokens(ids, None, add_bos_token=False)
+    with torch.no_grad():
+        text = model.get_text_features(input_ids=ids)
+        speech = model.get_speech_features(speech_ids=codes)
+        logits, _, _, _ = model.similarity(text, speech)
+    scores = logits[0]
+    print(f"{'cand':>4}  {'CLVP score':>10}")
+    for i in torch.argsort(scores, descending=True).tolist():
+        print(f"{i:>4}  {float(scores[i]):>10.4f}")
+    return 0
+
+
+def cmd_convert(args):
+    from .convert import convert_tortoise
+
+    for p in (args.autoregressive, args.clvp):
+        if not Path(p).is_file():
+            raise CliError(f"checkpoint {p} does not exist")
+    config = None
+    if args.config:
+        from .configuration import ClvpConfig
+
+        config = ClvpConfig.from_pretrained(args.config)
+    model = convert_tortoise(args.autoregressive, args.clvp, args.out, config=config)
+    n = sum(v.numel() for v in model.state_dict().values())
+    print(f"converted {len(model.state_dict())} tensors ({n:,} elements) to {args.out} (config.json + model.safetensors)")
+    return 0
+
+
+def cmd_bench(args):
+    import importlib
+
+    names = args.only or ["rotary_attention", "decode_attention", "logmel"]
+    for name in names:
+        try:
+            module = importlib.import_module(f"bench.bench_{name}")
+        except ModuleNotFoundError as err:
+            raise CliError(f"benchmark bench/bench_{name}.py is not available ({err}); run from a source checkout") from None
+        print(f"== bench_{name} ==", flush=True)
+        module.main(quick=args.quick) if "quick" in module.main.__code__.co_varnames else module.main()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clvp", description="CLVP (Tortoise TTS) candidate generation and ranking, with Triton kernels.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, model_required: bool):
+        sp.add_argument("--model", required=model_required, help="folder with config.json + model.safetensors")
+        sp.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+        sp.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
+
+    def ranking(sp, default_candidates, default_batch, default_new):
+        sp.add_argument("--text", default="The quick brown fox jumps over the lazy dog.", help="text to speak")
+        sp.add_argument("--voice", nargs="+", default=None, help="reference clips of one voice (any rate / channels)")
+        sp.add_argument("--candidates", type=int, default=default_candidates, help="number of candidates to sample")
+        sp.add_argument("--batch-size", type=int, default=default_batch, help="candidates generated per batch")
+        sp.add_argument("--preset", default=None, help="Tortoise preset: ultra_fast, fast, standard, high_quality")
+        sp.add_argument("--max-new-tokens", type=int, default=default_new, help="most codes per candidate")
+        sp.add_argument("--seed", type=int, default=0, help="sampling seed")
+        sp.add_argument("--top", type=int, default=10, help="rows of the ranked table to print")
+        sp.add_argument("--out", default=None, help="write the ranked codes and scores to this JSON file")
+
+    d = sub.add_parser("demo", help="the whole pipeline on a small random model (no download needed)")
+    common(d, model_required=False)
+    ranking(d, default_candidates=6, default_batch=3, default_new=40)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("rank", help="generate candidates for a text in a voice and rank them by CLVP score")
+    common(r, model_required=True)
+    ranking(r, default_candidates=None, default_batch=16, default_new=None)
+    r.set_defaults(func=cmd_rank)
+
+    s = sub.add_parser("score", help="score given candidate codes against a text")
+    common(s, model_required=True)
+    s.add_argument("--text", required=True)
+    s.add_argument("--codes", required=True, help="JSON list of code lists, or the file 'clvp rank --out' writes")
+    s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("convert-tortoise", help="convert Tortoise's autoregressive.pth + clvp2.pth to the HF layout")
+    c.add_argument("--autoregressive", required=True)
+    c.add_argument("--clvp", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--config", default=None, help="config.json to use instead of sizes read off the tensors")
+    c.set_defaults(func=cmd_convert)
+
+    b = sub.add_parser("bench", help="run the kernel microbenchmarks and print their tables")
+    b.add_argument("--only", nargs="+", default=None, help="rotary_attention, decode_attention, logmel")
+    b.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, FileNotFoundError, ValueError, TypeError) as err:
+        if os.environ.get("CLVP_DEBUG"):
+            raise
+        print(f"clvp {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
