@@ -49,7 +49,7 @@ def _load_front_end(model_dir: Path | None):
         if (model_dir / "preprocessor_config.json").is_file():
             fe = ClvpFeatureExtractor.from_pretrained(model_dir)
     tok = tok or ClvpTokenizer()
-    fe = fe or ClvpFeatureExtractor.tortoise()
+    fe = fe or ClvpFeatureExtractor(mel_norms="tortoise")
     return tok, fe
 
 

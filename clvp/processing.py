@@ -1,0 +1,137 @@
+"""``ClvpProcessor``: the CLVP feature extractor and tokenizer behind one call (Hugging Face's API).
+
+``processor(text=..., raw_speech=..., sampling_rate=..., return_tensors="pt")`` gives
+``input_ids`` and ``attention_mask`` from the tokenizer and ``input_features`` from the feature
+extractor, ready for ``ClvpModelForConditionalGeneration``.
+
+The attention mask: with text, ``attention_mask`` is always the *text* mask and the feature
+extractor's mask over audio samples is dropped, as in transformers 4.46.3 (transformers 5.x let the
+audio mask overwrite the text one until #47127; the model reads ``attention_mask`` as the text's, so
+an audio mask there gives text positions up to 132,300). Call ``processor.feature_extractor``
+directly for the audio mask. Without text the extractor's output comes back unchanged, mask included.
+
+Keyword arguments go, as in transformers, to every part whose ``__call__`` takes them
+(``return_tensors``, ``padding``, ``truncation``, ``max_length``, ``pad_to_multiple_of`` and
+``return_attention_mask`` to both); ``text_kwargs={...}`` / ``audio_kwargs={...}`` send them to one part
+only (a text ``max_length`` counts tokens, an audio one samples). ``device=`` computes the features
+there and moves the text tensors there too. A keyword neither part takes is a TypeError.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+
+from .tokenization import BatchEncoding, ClvpTokenizer
+
+__all__ = ["ClvpProcessor"]
+
+
+def _feature_extractor_class():
+    from .feature_extraction import ClvpFeatureExtractor
+
+    return ClvpFeatureExtractor
+
+
+def _parameters(fn) -> set[str]:
+    return {name for name, p in inspect.signature(fn).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+
+
+class ClvpProcessor:
+    """Wraps a ``ClvpFeatureExtractor`` and a ``ClvpTokenizer`` (both None: the defaults, i.e. the real
+    CLVP vocabulary and Hugging Face's default extractor settings)."""
+
+    feature_extractor_class = "ClvpFeatureExtractor"
+    tokenizer_class = "ClvpTokenizer"
+    attributes = ["feature_extractor", "tokenizer"]
+    model_input_names = ["input_ids", "input_features", "attention_mask"]
+
+    def __init__(self, feature_extractor=None, tokenizer=None):
+        fe_class = _feature_extractor_class()
+        feature_extractor = fe_class() if feature_extractor is None else feature_extractor
+        tokenizer = ClvpTokenizer() if tokenizer is None else tokenizer
+        if not isinstance(feature_extractor, fe_class):
+            raise TypeError(f"feature_extractor must be a ClvpFeatureExtractor, got {type(feature_extractor).__name__}")
+        if not isinstance(tokenizer, ClvpTokenizer):
+            raise TypeError(f"tokenizer must be a ClvpTokenizer, got {type(tokenizer).__name__}")
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self._text_keys = _parameters(type(tokenizer).__call__) - {"text"}
+        self._audio_keys = _parameters(type(feature_extractor).__call__) - {"raw_speech", "sampling_rate"}
+
+    def __call__(self, *args, text=None, raw_speech=None, sampling_rate=None, text_kwargs=None, audio_kwargs=None,
+                 **kwargs):
+        """Tokenize ``text`` and/or extract features of ``raw_speech`` (see the module docstring)."""
+        if args:
+            raise TypeError("pass the inputs by keyword: processor(text=..., raw_speech=..., sampling_rate=...)")
+        if text is None and raw_speech is None:
+            raise ValueError("give text=, raw_speech= or both")
+        unknown = sorted(set(kwargs) - self._text_keys - self._audio_keys)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {unknown}: the tokenizer takes {sorted(self._text_keys)}, "
+                            f"the feature extractor {sorted(self._audio_keys)}")
+        t_kwargs = {k: v for k, v in kwargs.items() if k in self._text_keys}
+        t_kwargs.update(text_kwargs or {})
+        a_kwargs = {k: v for k, v in kwargs.items() if k in self._audio_keys}
+        a_kwargs.update(audio_kwargs or {})
+        device = a_kwargs.get("device")
+
+        encodings = None
+        if text is not None:
+            encodings = self.tokenizer(text, **t_kwargs)
+            if device is not None and t_kwargs.get("return_tensors") == "pt":
+                encodings = encodings.to(device)
+        if raw_speech is None:
+            return encodings
+        features = self.feature_extractor(raw_speech, sampling_rate=sampling_rate, **a_kwargs)
+        if encodings is None:
+            return features
+        out = BatchEncoding({k: v for k, v in features.items() if k != "attention_mask"})  # the audio mask is dropped
+        out["input_ids"] = encodings["input_ids"]
+        if "attention_mask" in encodings:
+            out["attention_mask"] = encodings["attention_mask"]
+        return out
+
+    def decode(self, *args, **kwargs) -> str:
+        """``ClvpTokenizer.decode``."""
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def batch_decode(self, *args, **kwargs) -> list[str]:
+        """``ClvpTokenizer.batch_decode``."""
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def save_pretrained(self, save_directory) -> list[str]:
+        """Write the feature extractor's preprocessor_config.json and the tokenizer's files into one
+        directory, each config marked ``"processor_class": "ClvpProcessor"`` as transformers does."""
+        files = list(self.feature_extractor.save_pretrained(save_directory))
+        files += list(self.tokenizer.save_pretrained(save_directory))
+        for name in ("preprocessor_config.json", "tokenizer_config.json"):
+            path = os.path.join(save_directory, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    config = json.load(f)
+                config["processor_class"] = type(self).__name__
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        return files
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ClvpProcessor":
+        """Load both parts from one local directory; each keyword goes to the part(s) whose constructor
+        takes it (e.g. ``pad_token=`` to the tokenizer, ``padding_value=`` to the feature extractor)."""
+        fe_class = _feature_extractor_class()
+        fe_keys = _parameters(fe_class.__init__)
+        tok_keys = _parameters(ClvpTokenizer.__init__) - {"vocab_file", "merges_file", "tokenizer_file"}
+        unknown = sorted(set(kwargs) - fe_keys - tok_keys)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {unknown}: the tokenizer takes {sorted(tok_keys)}, "
+                            f"the feature extractor {sorted(fe_keys)}")
+        feature_extractor = fe_class.from_pretrained(pretrained_model_name_or_path,
+                                                     **{k: v for k, v in kwargs.items() if k in fe_keys})
+        tokenizer = ClvpTokenizer.from_pretrained(pretrained_model_name_or_path,
+                                                  **{k: v for k, v in kwargs.items() if k in tok_keys})
+        return cls(feature_extractor, tokenizer)
+
+    def __repr__(self) -> str:
+        return f"ClvpProcessor:\n- feature_extractor: {self.feature_extractor!r}\n- tokenizer: {self.tokenizer!r}"
