@@ -41,6 +41,7 @@ class GenerationConfig:
     top_p: float = 1.0
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
+    suppress_tokens: Optional[list] = None  # codes never generated
     length_penalty: float = 1.0  # beam search only
     early_stopping: bool = False  # beam search only
     num_return_sequences: int = 1
@@ -152,6 +153,16 @@ class MinLength:
         return scores
 
 
+class SuppressTokens:
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        scores[:, self.tokens] = -math.inf
+        return scores
+
+
 class Temperature:
     def __init__(self, temperature: float):
         self.temperature = temperature
@@ -212,6 +223,8 @@ def build_processors(cfg: GenerationConfig, prompt_ids_len: int) -> list:
         procs.append(MinLength(cfg.min_length, cfg.eos_token_id))
     if cfg.min_new_tokens is not None and cfg.min_new_tokens > 0:
         procs.append(MinLength(cfg.min_new_tokens, cfg.eos_token_id, prompt_len=prompt_ids_len))
+    if cfg.suppress_tokens:
+        procs.append(SuppressTokens(cfg.suppress_tokens))
     if cfg.do_sample:
         keep = 2 if cfg.num_beams > 1 else 1
         if cfg.temperature is not None and cfg.temperature != 1.0:
@@ -487,6 +500,13 @@ def resolve_config(model_cfg_source, generation_config, kwargs) -> GenerationCon
     return cfg
 
 
+def _suppress_unembeddable_start(model, cfg: GenerationConfig) -> None:
+    """The speech encoder has no row for the start code (8192): a sampled start code would make the
+    CLVP scoring fail, so the composite paths never generate it (transformers crashes instead)."""
+    if cfg.bos_token_id is not None and cfg.bos_token_id >= model.config.speech_config.vocab_size:
+        cfg.suppress_tokens = sorted(set(cfg.suppress_tokens or []) | {cfg.bos_token_id})
+
+
 def _check_generator(cfg: GenerationConfig, device: torch.device) -> None:
     if cfg.generator is not None:
         if not isinstance(cfg.generator, torch.Generator):
@@ -560,6 +580,7 @@ def generate_speech_ids(model, *, input_ids=None, input_features=None, condition
                         attention_mask=None, generation_config=None, **kwargs) -> torch.Tensor:
     """Conditioning + decoder generation; returns raw ids (start code first), unfixed."""
     cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
+    _suppress_unembeddable_start(model, cfg)
     cond = _conditioning(model, input_ids, input_features, conditioning_encoder_inputs_embeds, attention_mask)
     return decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg).sequences
 
@@ -601,6 +622,7 @@ def composite_generate(model, input_ids=None, input_features=None, attention_mas
     if output_hidden_states is not None:
         kwargs["output_hidden_states"] = output_hidden_states
     cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
+    _suppress_unembeddable_start(model, cfg)
     _check_text_length(model, input_ids)
     ids, mask = pad_extra_bos_eos_tokens(
         input_ids, attention_mask, add_bos_token=False, bos_token_id=model.config.text_config.bos_token_id,
@@ -676,6 +698,7 @@ def generate_candidates(model, input_ids, input_features, *, num_candidates=None
     cfg = resolve_config(model.config.decoder_config, None, settings)
     if not cfg.do_sample:
         raise ValueError("candidate generation samples; do_sample=False would give identical candidates")
+    _suppress_unembeddable_start(model, cfg)
     device = model.speech_decoder_model.lm_head.weight.device
     if seed is not None:
         cfg.seed = seed
