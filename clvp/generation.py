@@ -51,6 +51,7 @@ class GenerationConfig:
     return_dict_in_generate: bool = False  # ClvpForCausalLM only; the composite always returns a ClvpOutput
     output_hidden_states: bool = False
     positions: str = "hf"  # "hf": fed-back code k at position k + 1 (transformers); "contiguous": k (Tortoise, no cache)
+    use_cuda_graph: Optional[bool] = None  # decode step in a CUDA graph; None means on for CUDA with the Triton kernels
     seed: Optional[int] = None  # seeds a torch.Generator for reproducible sampling
     generator: Optional[torch.Generator] = None
 
@@ -265,9 +266,15 @@ class StaticKVCache:
 
 
 class _Decoder:
-    """Runs ``ClvpForCausalLM`` against a StaticKVCache: a prefill over the prompt, then one-token steps."""
+    """Runs ``ClvpForCausalLM`` against a StaticKVCache: a prefill over the prompt, then one-token steps.
 
-    def __init__(self, lm, batch: int, max_len: int):
+    The step reads everything that changes from one step to the next from device buffers (the
+    tokens, the mel position, the cache slot, the valid lengths) and writes the new keys and values
+    in place, so its shapes and addresses never change: on CUDA it is captured once in a CUDA graph
+    and replayed (``use_cuda_graph``), cutting the ~800 kernel launches of an eager step to one.
+    """
+
+    def __init__(self, lm, batch: int, max_len: int, use_cuda_graph: bool = False):
         self.lm = lm
         self.decoder = lm.model.decoder
         cfg = lm.config
@@ -275,34 +282,69 @@ class _Decoder:
         device = lm.lm_head.weight.device
         self.cache = StaticKVCache(cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim, dtype, device)
         self.lengths = torch.zeros(batch, dtype=torch.int32, device=device)  # valid cache length per row
+        self.tokens = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) codes fed back
+        self.position = torch.zeros(1, dtype=torch.long, device=device)  # mel position of those codes
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache index they are written at
         self.pos = 0  # tokens written so far (same for every row)
+        self.use_cuda_graph = use_cuda_graph and device.type == "cuda"
+        self.graph = None
+        self.graph_logits = None
 
-    def _run(self, x, collect_hidden: bool):
+    def prefill(self, x, collect_hidden=False):
+        """x (B, L, C): embeddings with positions already added. Returns logits (B, V) of the next code."""
         hidden = [] if collect_hidden else None
-        start = self.pos
         t = x.shape[1]
-        self.lengths.fill_(start + t)
+        self.lengths.fill_(t)
         for i, layer in enumerate(self.decoder.layers):
             if hidden is not None:
                 hidden.append(x)
-            x = layer.forward_cached(x, self.cache.k[i], self.cache.v[i], start, self.lengths)
+            x = layer.forward_cached(x, self.cache.k[i], self.cache.v[i], 0, self.lengths)
         x = self.decoder.layer_norm(x)
         if hidden is not None:
             hidden.append(x)
-        self.pos = start + t
-        logits = self.lm.logits(x[:, -1])  # (B, V)
-        return logits, (tuple(hidden) if hidden is not None else None)
+        self.pos = t
+        return self.lm.logits(x[:, -1]), (tuple(hidden) if hidden is not None else None)
 
-    def prefill(self, x, collect_hidden=False):
-        """x (B, L, C): embeddings with positions already added."""
-        return self._run(x, collect_hidden)
+    def _step_body(self, hidden=None):
+        """One decode step from the device buffers; fixed shapes, no host synchronisation."""
+        dec = self.decoder
+        x = dec.input_embeds_layer(self.tokens[:, None]) + dec.position_embeds_layer(self.position)[None]  # (B, 1, C)
+        for i, layer in enumerate(dec.layers):
+            if hidden is not None:
+                hidden.append(x)
+            x = layer.forward_step(x, self.cache.k[i], self.cache.v[i], self.slot, self.lengths)
+        x = dec.layer_norm(x)
+        if hidden is not None:
+            hidden.append(x)
+        return self.lm.logits(x[:, 0])  # (B, V)
+
+    def _capture(self):
+        torch.cuda.synchronize()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: compiles the kernels; rewrites the same slot, so it is harmless
+            for _ in range(2):
+                self._step_body()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.graph_logits = self._step_body()
 
     def step(self, tokens, position: int, collect_hidden=False):
         """tokens (B,) -> logits (B, V) of the next code; ``position`` is the mel position of ``tokens``."""
-        dec = self.decoder
-        pos = torch.full((1, 1), position, dtype=torch.long, device=tokens.device)
-        x = dec.input_embeds_layer(tokens[:, None]) + dec.position_embeds_layer(pos)  # (B, 1, C)
-        return self._run(x, collect_hidden)
+        self.tokens.copy_(tokens)
+        self.position.fill_(position)
+        self.slot.fill_(self.pos)
+        self.lengths.fill_(self.pos + 1)
+        self.pos += 1
+        if collect_hidden or not self.use_cuda_graph:
+            hidden = [] if collect_hidden else None
+            logits = self._step_body(hidden)
+            return logits, (tuple(hidden) if hidden is not None else None)
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.graph_logits.clone(), None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,6 +361,19 @@ class GenerateDecoderOnlyOutput(ModelOutput):
 _LoopResult = GenerateDecoderOnlyOutput
 
 
+def _graphs_enabled(cfg: GenerationConfig, x: torch.Tensor) -> bool:
+    """CUDA graphs need a capturable step: CUDA tensors and the Triton decode kernel (the eager
+    reference reads the valid length on the host)."""
+    import kernels
+
+    if cfg.use_cuda_graph is False or not x.is_cuda:
+        return False
+    capturable = kernels.use_triton(x)
+    if cfg.use_cuda_graph and not capturable:
+        raise ValueError("use_cuda_graph=True needs the Triton decode kernel (CLVP_KERNELS=auto or triton with triton installed)")
+    return capturable
+
+
 def _positions_for(cfg: GenerationConfig, k: int) -> int:
     """Mel position of the k-th fed-back code (k >= 1); the start code sits at position 0."""
     return k + 1 if cfg.positions == "hf" else k
@@ -331,7 +386,7 @@ def _sample_or_greedy(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, 
     what the repetition penalty sees); ``fed_positions(k)`` the position of the k-th fed-back code.
     """
     b = prefill_x.shape[0]
-    dec = _Decoder(lm, b, prefill_x.shape[1] + new_tokens)
+    dec = _Decoder(lm, b, prefill_x.shape[1] + new_tokens, _graphs_enabled(cfg, prefill_x))
     procs = build_processors(cfg, start_ids.shape[1])
     eos = cfg.eos_token_id
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else eos
@@ -399,7 +454,7 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else eos
     prompt_len = start_ids.shape[1]
     max_length = prompt_len + new_tokens
-    dec = _Decoder(lm, bb, prefill_x.shape[1] + new_tokens)
+    dec = _Decoder(lm, bb, prefill_x.shape[1] + new_tokens, _graphs_enabled(cfg, prefill_x))
     procs = build_processors(cfg, prompt_len)
     hyps = [_BeamHypotheses(nb, cfg.length_penalty, cfg.early_stopping) for _ in range(batch)]
     done = [False] * batch

@@ -260,25 +260,28 @@ class ClvpDecoderLayer(nn.Module):
         return self._mlp_block(x + attn), present, (probs if output_attentions else None)
 
     def forward_cached(self, x, k_cache, v_cache, start: int, lengths: Optional[torch.Tensor]):
-        """Static-cache forward used by generation. x (B, T, C); the new keys/values are written in
-        place into ``k_cache``/``v_cache`` (B, H, T_max, D) at ``[start, start + T)``.
-
-        Prefill (``start == 0``): causal attention over the T new tokens. Decode (T == 1): one query
-        against the valid prefix, through ``kernels.decode_attention`` with per-row ``lengths``.
-        """
+        """Prefill into a static cache: x (B, T, C), causal attention over the T prompt tokens, whose
+        keys/values are written into ``k_cache``/``v_cache`` (B, H, T_max, D) at ``[0, T)``."""
+        if start != 0:
+            raise ValueError("forward_cached is the prefill (start 0); decode steps use forward_step")
         h = self.input_layernorm(x)
         q, k, v = self.attn.qkv(h)  # (B, H, T, D)
         t = x.shape[1]
-        k_cache[:, :, start : start + t].copy_(k)
-        v_cache[:, :, start : start + t].copy_(v)
-        if t == 1 and start > 0:
-            out = kernels.decode_attention(q[:, :, 0], k_cache, v_cache, lengths, scale=self.attn.scale)
-            out = out[:, :, None]  # (B, H, 1, D)
-        else:
-            if start != 0:
-                raise ValueError("forward_cached handles a prefill at start 0 or single-token steps")
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn.scale)
+        k_cache[:, :, :t].copy_(k)
+        v_cache[:, :, :t].copy_(v)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn.scale)
         return self._mlp_block(x + self.attn._merge(out))
+
+
+    def forward_step(self, x, k_cache, v_cache, slot: torch.Tensor, lengths: torch.Tensor):
+        """One decode step, graph-capturable: x (B, 1, C); the new key and value go to cache index
+        ``slot`` (a (1,) device tensor), and attention reads each row's ``lengths`` valid entries."""
+        h = self.input_layernorm(x)
+        q, k, v = self.attn.qkv(h)  # (B, H, 1, D)
+        k_cache.index_copy_(2, slot, k)
+        v_cache.index_copy_(2, slot, v)
+        out = kernels.decode_attention(q[:, :, 0], k_cache, v_cache, lengths, scale=self.attn.scale)  # (B, H, D)
+        return self._mlp_block(x + self.attn._merge(out[:, :, None]))
 
 
 def _causal_additive_mask(t: int, past_key_value, device, attention_mask=None, dtype=torch.float32):
