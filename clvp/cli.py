@@ -28,10 +28,11 @@ def _resources():
 def _device_and_dtype(device: str | None, dtype: str | None):
     import torch
 
-    from .loading import resolve_device, resolve_dtype
+    from .loading import resolve_device, resolve_dtype, warn_if_slow_half
 
     dev = resolve_device(device) or torch.device("cpu")
     dt = resolve_dtype(dtype) or torch.float32
+    warn_if_slow_half(dt, dev)
     return dev, dt
 
 

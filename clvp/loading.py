@@ -34,6 +34,31 @@ def resolve_dtype(dtype) -> torch.dtype | None:
     raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(sorted(_DTYPES))}")
 
 
+def cpu_has_fast_half(dtype: torch.dtype) -> bool:
+    """Whether this CPU has native bfloat16 / float16 matrix instructions (AVX-512-BF16, AMX, ...).
+    Without them torch emulates the products, which runs about 100x slower than float32."""
+    try:
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if dtype == torch.float16:
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # older builds without the probe: assume yes
+        return True
+    return True
+
+
+def warn_if_slow_half(dtype, device) -> None:
+    if dtype in (torch.bfloat16, torch.float16) and (device is None or torch.device(device).type == "cpu") \
+            and not cpu_has_fast_half(dtype):
+        import warnings
+
+        warnings.warn(
+            f"this CPU has no native {str(dtype).replace('torch.', '')} matrix instructions (torch reports "
+            f"{torch.backends.cpu.get_cpu_capability()}): its matrix products run far slower than in float32; "
+            "use float32 on this machine", RuntimeWarning, stacklevel=3,
+        )
+
+
 def resolve_device(device) -> torch.device | None:
     if device is None:
         return None
@@ -135,6 +160,7 @@ class PreTrainedMixin:
         model.load_state_dict(state, strict=True, assign=True)
         model.eval()
         if dtype is not None or device is not None:
+            warn_if_slow_half(dtype, device)
             model.to(device=device, dtype=dtype)
         return model
 
