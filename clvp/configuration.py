@@ -122,6 +122,11 @@ class ClvpEncoderConfig(_Config):
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
             )
+        if self.use_rotary_embedding and self.rotary_dim > self.head_dim:
+            raise ValueError(
+                f"the rotary width max(projection_dim // (2 * num_attention_heads), 32) = {self.rotary_dim} exceeds "
+                f"head_dim = {self.head_dim}; use fewer heads, a larger hidden_size or use_rotary_embedding=False"
+            )
         if self.summary_type != "mean":
             raise ValueError(f"summary_type={self.summary_type!r} is not supported; CLVP uses 'mean'")
 

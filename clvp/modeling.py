@@ -94,14 +94,21 @@ class ClvpRotaryPositionalEmbedding(nn.Module):
         inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
         self.register_buffer("inv_freq", inv_freq)  # (dim / 2,)
 
+    def _exact(self, device) -> torch.Tensor:
+        dim = 2 * self.inv_freq.numel()
+        return (1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))).to(device)
+
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         if self.inv_freq.dtype != torch.float32 and not self.inv_freq.is_meta:
-            # recompute rather than upcast the rounded values
-            dim = 2 * self.inv_freq.numel()
-            exact = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-            self.inv_freq = exact.to(self.inv_freq.device)
+            self.inv_freq = self._exact(self.inv_freq.device)  # recompute rather than upcast rounded values
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.inv_freq.dtype != torch.float32 and not self.inv_freq.is_meta:
+            # a checkpoint saved in bfloat16 / float16 carries rounded frequencies
+            self.inv_freq = self._exact(self.inv_freq.device)
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (..., T) -> cos, sin (..., T, rotary_dim) float32."""
