@@ -54,8 +54,8 @@ def warn_if_slow_half(dtype, device) -> None:
 
         warnings.warn(
             f"this CPU has no native {str(dtype).replace('torch.', '')} matrix instructions (torch reports "
-            f"{torch.backends.cpu.get_cpu_capability()}): its matrix products run far slower than in float32; "
-            "use float32 on this machine", RuntimeWarning, stacklevel=3,
+            f"{torch.backends.cpu.get_cpu_capability()}): the weights are stored in half precision but the "
+            "matrix products run in float32, so expect float32 speed at best here", RuntimeWarning, stacklevel=3,
         )
 
 

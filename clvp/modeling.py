@@ -10,6 +10,7 @@ Precision: rotary angles, softmax and norm statistics run in float32 whatever th
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -117,6 +118,31 @@ class ClvpRotaryPositionalEmbedding(nn.Module):
         return emb.cos(), emb.sin()
 
 
+@functools.lru_cache(maxsize=None)
+def _emulated_half(dtype: torch.dtype) -> bool:
+    """True when this CPU has no native matrix instructions for ``dtype`` (bf16 / fp16)."""
+    from .loading import cpu_has_fast_half
+
+    return dtype in (torch.bfloat16, torch.float16) and not cpu_has_fast_half(dtype)
+
+
+def _upcast_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # On such CPUs torch emulates half-precision products ~100x slower than float32: keep the
+    # half-precision storage but multiply in float32 (a copy of the weight per call, still far faster).
+    return x.device.type == "cpu" and weight.dtype == x.dtype and _emulated_half(x.dtype)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict keys) that multiplies in float32 when the CPU
+    would otherwise emulate half precision."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _upcast_product(x, self.weight):
+            bias = None if self.bias is None else self.bias.float()
+            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
+
+
 class Conv1D(nn.Module):
     """GPT-2's Conv1D: a linear layer whose weight is stored (in, out); ``y = x @ W + b``."""
 
@@ -127,7 +153,11 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.zeros(nf))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+        x2 = x.reshape(-1, x.shape[-1])
+        if _upcast_product(x, self.weight):
+            out = torch.addmm(self.bias.float(), x2.float(), self.weight.float()).to(x.dtype)
+        else:
+            out = torch.addmm(self.bias, x2, self.weight)
         return out.view(*x.shape[:-1], self.nf)
 
 
@@ -143,10 +173,10 @@ class ClvpSelfAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.dropout = config.attention_dropout
         bias = config.use_attention_bias
-        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias)
-        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias)
-        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias)
-        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.k_proj = Linear(self.embed_dim, self.embed_dim, bias=bias)
+        self.v_proj = Linear(self.embed_dim, self.embed_dim, bias=bias)
+        self.q_proj = Linear(self.embed_dim, self.embed_dim, bias=bias)
+        self.out_proj = Linear(self.embed_dim, self.embed_dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -192,8 +222,8 @@ class ClvpEncoderMLP(nn.Module):
     def __init__(self, config: ClvpEncoderConfig):
         super().__init__()
         self.fc1 = nn.Module()
-        self.fc1.proj = nn.Linear(config.hidden_size, config.intermediate_size * 2)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1.proj = Linear(config.hidden_size, config.intermediate_size * 2)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size)
         self.act = _ACT[config.hidden_act]
         self.dropout = config.dropout
 
@@ -376,7 +406,7 @@ class ClvpEncoder(ClvpPreTrainedModel):
         self.rotary_pos_emb = ClvpRotaryPositionalEmbedding(config) if config.use_rotary_embedding else None
         self.layers = nn.ModuleList([ClvpEncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.projection = Linear(config.hidden_size, config.projection_dim, bias=False)
         if init_weights:
             self.post_init()
 
@@ -709,7 +739,7 @@ class ClvpForCausalLM(ClvpPreTrainedModel):
         self.config = config
         self.model = ClvpModel(config, init_weights=False)
         self.final_norm = nn.LayerNorm(config.hidden_size)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=True)
         if init_weights:
             self.post_init()
 
