@@ -43,7 +43,7 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     suppress_tokens: Optional[list] = None  # codes never generated
     length_penalty: float = 1.0  # beam search only
-    early_stopping: bool = False  # beam search only
+    early_stopping: bool | str = False  # beam search only: True, False or "never"
     num_return_sequences: int = 1
     bos_token_id: Optional[int] = None  # start code; None means the decoder config's (8192)
     eos_token_id: Optional[int] = None  # stop code; None means the decoder config's (8193)
@@ -91,6 +91,8 @@ class GenerationConfig:
                 "greedy search (do_sample=False, num_beams=1) returns the same sequence every time; "
                 "use do_sample=True or num_beams >= num_return_sequences for several sequences"
             )
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         if not (self.temperature > 0):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not (0 < self.top_p <= 1):
@@ -433,11 +435,14 @@ class _BeamHypotheses:
             else:
                 self.worst_score = min(score, self.worst_score)
 
-    def is_done(self, best_sum_logprobs, cur_len, prompt_len):
+    def is_done(self, best_sum_logprobs, cur_len, prompt_len, max_length):
         if len(self.beams) < self.num_beams:
             return False
         if self.early_stopping is True:
             return True
+        if self.early_stopping == "never" and self.length_penalty > 0.0:
+            # the best a running beam could still reach is at the maximum length
+            return self.worst_score >= best_sum_logprobs / (max_length - prompt_len) ** self.length_penalty
         return self.worst_score >= best_sum_logprobs / (cur_len - prompt_len) ** self.length_penalty
 
 
@@ -498,7 +503,7 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
                     j += 1
                 if j == nb:
                     break
-            done[bi] = done[bi] or hyps[bi].is_done(max(ts[bi]), cur_len, prompt_len)
+            done[bi] = done[bi] or hyps[bi].is_done(max(ts[bi]), cur_len, prompt_len, max_length)
         beam_scores = next_scores.view(-1)
         index = next_index.view(-1)
         ids = torch.cat([ids[index], next_tokens.view(-1, 1)], dim=-1)
@@ -578,7 +583,48 @@ def _check_generator(cfg: GenerationConfig, device: torch.device) -> None:
 def _new_tokens(cfg: GenerationConfig, ids_len: int) -> int:
     if cfg.max_new_tokens is not None:
         return cfg.max_new_tokens
-    return max(1, cfg.max_length - ids_len)
+    if ids_len >= cfg.max_length:
+        raise ValueError(f"the input is {ids_len} ids long but max_length is {cfg.max_length}; set max_new_tokens instead")
+    return cfg.max_length - ids_len
+
+
+def plan_generation(lm_config, cfg: GenerationConfig, prompt_len: int, from_embeds: bool):
+    """Check a request against the position tables before any work; return (new codes, position
+    of the k-th fed-back code). ``prompt_len``: the prompt embeddings (start code included) when
+    ``from_embeds``, else the number of input ids."""
+    dc = lm_config
+    if prompt_len > dc.max_position_embeddings:
+        raise ValueError(f"the prompt ({prompt_len} positions) exceeds the decoder's {dc.max_position_embeddings} positions")
+    if from_embeds:
+        if cfg.max_new_tokens is not None:
+            new = cfg.max_new_tokens
+        else:  # transformers counts the prompt embeddings against max_length, and the start code too
+            new = cfg.max_length - prompt_len - 1
+            if new < 1:
+                raise ValueError(
+                    f"max_length={cfg.max_length} leaves no room for new codes after the {prompt_len} prompt embeddings "
+                    f"and the start code; set max_new_tokens instead"
+                )
+        fed = lambda k: _positions_for(cfg, k)  # noqa: E731
+    else:
+        new = _new_tokens(cfg, prompt_len)
+        fed = lambda k: prompt_len + k - 1  # noqa: E731  plain GPT-2 continuation
+    last_pos = fed(new - 1) if new > 1 else 0
+    if last_pos >= dc.max_position_embeddings:
+        limit = max(k for k in range(1, new + 1) if k == 1 or fed(k - 1) < dc.max_position_embeddings)
+        raise ValueError(
+            f"max_new_tokens={new} would need mel position {last_pos}, past the decoder's "
+            f"{dc.max_position_embeddings} positions; at most {limit} new codes fit"
+        )
+    return new, fed
+
+
+def _effective(cfg: GenerationConfig, prompt_len: int, from_embeds: bool) -> GenerationConfig:
+    """transformers also counts prompt embeddings against ``min_length`` (when min_new_tokens is unset)."""
+    if from_embeds and cfg.min_new_tokens is None and cfg.min_length:
+        cfg = cfg.copy()
+        cfg.min_length = max(cfg.min_length - prompt_len, 0)
+    return cfg
 
 
 def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: GenerationConfig):
@@ -590,35 +636,25 @@ def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: Gener
     if conditioning_embeds is not None:
         if conditioning_embeds.dim() != 3 or conditioning_embeds.shape[-1] != dc.hidden_size:
             raise ValueError(f"conditioning_embeds must be (batch, len, {dc.hidden_size}), got {tuple(conditioning_embeds.shape)}")
+        length = conditioning_embeds.shape[1] + 1
+        new, fed = plan_generation(dc, cfg, length, from_embeds=True)
         b = conditioning_embeds.shape[0]
         start = torch.full((b, 1), cfg.bos_token_id, dtype=torch.long, device=device)
         # the prompt E = [conditioning, emb(start) + pos(0)], entered as (E - pos) + pos as transformers does
         e_start = dec.input_embeds_layer(start) + dec.position_embeds_layer(torch.zeros_like(start))
         e = torch.cat([conditioning_embeds.to(e_start.dtype), e_start], dim=1)  # (B, L, C)
-        length = e.shape[1]
-        if length > dc.max_position_embeddings:
-            raise ValueError(f"the prompt ({length} embeddings) exceeds the decoder's {dc.max_position_embeddings} positions")
         p = dec.position_embeds_layer(torch.arange(length, device=device))[None]
         x = (e - p) + p
-        new = cfg.max_new_tokens if cfg.max_new_tokens is not None else max(1, cfg.max_length - length - 1)
-        fed = lambda k: _positions_for(cfg, k)  # noqa: E731
+        cfg = _effective(cfg, length, from_embeds=True)
     elif input_ids is not None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         b, length = input_ids.shape
+        new, fed = plan_generation(dc, cfg, length, from_embeds=False)
         start = input_ids.to(device)
         x = dec.embed(input_ids=start)
-        new = _new_tokens(cfg, length)
-        fed = lambda k: length + k - 1  # noqa: E731  plain GPT-2 continuation
     else:
         raise ValueError("pass input_ids or conditioning_embeds")
-    last_pos = max(fed(k) for k in range(1, new)) if new > 1 else 0
-    if last_pos >= dc.max_position_embeddings:
-        limit = max(k for k in range(1, new + 1) if k == 1 or fed(k - 1) < dc.max_position_embeddings)
-        raise ValueError(
-            f"max_new_tokens={new} would need mel position {last_pos}, past the decoder's "
-            f"{dc.max_position_embeddings} positions; at most {limit} new codes fit"
-        )
     n_ret = cfg.num_return_sequences
     if cfg.num_beams > 1:
         x = x.repeat_interleave(cfg.num_beams, dim=0)
@@ -636,8 +672,21 @@ def generate_speech_ids(model, *, input_ids=None, input_features=None, condition
     """Conditioning + decoder generation; returns raw ids (start code first), unfixed."""
     cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
     _suppress_unembeddable_start(model, cfg)
+    _validate_before_work(model, cfg, input_ids, conditioning_encoder_inputs_embeds)
     cond = _conditioning(model, input_ids, input_features, conditioning_encoder_inputs_embeds, attention_mask)
     return decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg).sequences
+
+
+def _validate_before_work(model, cfg, input_ids=None, inputs_embeds=None):
+    """Every check that does not need the model's output, before the conditioning encoder runs."""
+    device = model.speech_decoder_model.lm_head.weight.device
+    _check_generator(cfg, device)
+    if input_ids is not None:
+        _check_text_length(model, input_ids)
+        # prompt: conditioning latent, bos, T text ids, 2 eos, start code
+        plan_generation(model.config.decoder_config, cfg, input_ids.shape[-1] + 5, from_embeds=True)
+    elif inputs_embeds is not None:
+        plan_generation(model.config.decoder_config, cfg, inputs_embeds.shape[1] + 2, from_embeds=True)
 
 
 def _check_text_length(model, input_ids):
@@ -678,7 +727,7 @@ def composite_generate(model, input_ids=None, input_features=None, attention_mas
         kwargs["output_hidden_states"] = output_hidden_states
     cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
     _suppress_unembeddable_start(model, cfg)
-    _check_text_length(model, input_ids)
+    _validate_before_work(model, cfg, input_ids)
     ids, mask = pad_extra_bos_eos_tokens(
         input_ids, attention_mask, add_bos_token=False, bos_token_id=model.config.text_config.bos_token_id,
         eos_token_id=model.config.text_config.eos_token_id,
@@ -757,13 +806,12 @@ def generate_candidates(model, input_ids, input_features, *, num_candidates=None
     device = model.speech_decoder_model.lm_head.weight.device
     if seed is not None:
         cfg.seed = seed
-    _check_generator(cfg, device)
+    _validate_before_work(model, cfg, input_ids)
     timings = {}
 
     t0 = time.perf_counter()
     from .modeling import pad_extra_bos_eos_tokens
 
-    _check_text_length(model, input_ids)
     ids, mask = pad_extra_bos_eos_tokens(input_ids, attention_mask, add_bos_token=False,
                                          bos_token_id=model.config.text_config.bos_token_id,
                                          eos_token_id=model.config.text_config.eos_token_id)
