@@ -1,7 +1,8 @@
 """What every benchmark shares: timing with warm-up and synchronisation, and its recorded conditions.
 
 Run a benchmark from the repository root, e.g. ``python -m bench.bench_rotary_attention``.
-Results are printed as a markdown table and written to ``bench/results/<stem>.md`` together with
+Results are printed as a markdown table and written to ``bench/results/<stem>.md`` (or to the folder
+``$CLVP_BENCH_RESULTS`` names) together with
 the conditions (device, versions, dtype, shapes, date) so no number is quoted without them.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("CLVP_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def device_name(device: str | torch.device = "cpu") -> str:

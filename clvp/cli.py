@@ -221,6 +221,7 @@ def cmd_convert(args):
 
 def cmd_bench(args):
     import importlib
+    import inspect
 
     names = args.only or ["rotary_attention", "decode_attention", "logmel"]
     for name in names:
@@ -229,7 +230,10 @@ def cmd_bench(args):
         except ModuleNotFoundError as err:
             raise CliError(f"benchmark bench/bench_{name}.py is not available ({err}); run from a source checkout") from None
         print(f"== bench_{name} ==", flush=True)
-        module.main(quick=args.quick) if "quick" in module.main.__code__.co_varnames else module.main()
+        if "argv" in inspect.signature(module.main).parameters:
+            module.main([])  # its own defaults, not clvp's command line
+        else:
+            module.main()
     return 0
 
 
@@ -276,9 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None, help="config.json to use instead of sizes read off the tensors")
     c.set_defaults(func=cmd_convert)
 
-    b = sub.add_parser("bench", help="run the kernel microbenchmarks and print their tables")
+    b = sub.add_parser("bench", help="run the kernel microbenchmarks, print their tables and write bench/results/ "
+                                     "(or $CLVP_BENCH_RESULTS)")
     b.add_argument("--only", nargs="+", default=None, help="rotary_attention, decode_attention, logmel")
-    b.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
     b.set_defaults(func=cmd_bench)
     return p
 
