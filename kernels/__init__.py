@@ -24,12 +24,7 @@ import os
 
 import torch
 
-try:  # triton is optional: without it everything runs on the eager references
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except Exception:  # pragma: no cover - depends on the machine
-    HAS_TRITON = False
+from ._triton import HAS_TRITON  # triton is optional: without it everything runs on the eager references
 
 ALLOWED_BACKENDS = ("auto", "eager", "triton")
 

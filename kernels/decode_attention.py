@@ -19,16 +19,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-try:  # triton is optional: without it the module still imports and the eager reference works
-    import triton
-    import triton.language as tl
+from ._triton import tl, triton
 
-    _jit = triton.jit
-except ImportError:  # pragma: no cover - depends on the machine
-    triton = tl = None
-
-    def _jit(fn):  # the kernels stay plain functions; the launcher refuses to run
-        return fn
+_jit = triton.jit
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
@@ -331,7 +324,7 @@ def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
     Memory traffic: reads ``sum_b lengths[b]`` keys and values of every head once, plus
     ``2 * B * H * splits * (D + 2) * 4`` bytes of partials when split.
     """
-    if triton is None:
+    if tl is None:
         raise RuntimeError("decode_attention: the Triton kernel needs triton; use decode_attention_ref")
     _check_inputs(q, k_cache, v_cache, lengths, scale)
     B, H, D = q.shape

@@ -14,19 +14,7 @@ import functools
 
 import torch
 
-try:  # triton is optional: without it the module still imports and the eager reference works
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the machine
-
-    class _NoTriton:
-        """Stand-in so the ``@triton.jit`` definitions below still parse; launching raises."""
-
-        @staticmethod
-        def jit(fn):
-            return fn
-
-    triton, tl = _NoTriton(), None
+from ._triton import tl, triton
 
 LOG_CLAMP = 1e-5  # log(max(mel, 1e-5)): Tortoise's and Hugging Face's floor
 _REF_FRAMES = 128  # frames per DFT call in the reference on the CPU (cache-sized blocks)

@@ -15,19 +15,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-try:  # triton is optional: without it the module still imports and the eager reference works
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the machine
-
-    class _NoTriton:
-        """Stand-in so the ``@triton.jit`` definitions below still parse; launching raises."""
-
-        @staticmethod
-        def jit(fn):
-            return fn
-
-    triton, tl = _NoTriton(), None
+from ._triton import tl, triton
 
 
 def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
