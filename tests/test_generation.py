@@ -388,13 +388,12 @@ def test_generator_is_advanced_not_reset():
 
 
 def _prompt(model, ids, feats):
-    """The decoder prompt E (reference §3.2): [conditioning, emb(start) + pos(0)] and its length."""
+    """The decoder prompt E (reference §3.2): [conditioning, emb(start) + pos(0)], (B, L, C)."""
     lm = model.speech_decoder_model
     dec = lm.model.decoder
     cond = model.conditioning_encoder(input_features=feats, input_ids=_text_eos(ids))  # (B, 1 + T + 3, C)
     start = torch.full((cond.shape[0], 1), lm.config.bos_token_id)
-    e = torch.cat([cond, dec.input_embeds_layer(start) + dec.position_embeds_layer(torch.zeros_like(start))], dim=1)
-    return cond, e
+    return torch.cat([cond, dec.input_embeds_layer(start) + dec.position_embeds_layer(torch.zeros_like(start))], dim=1)
 
 
 @torch.no_grad()
@@ -404,7 +403,7 @@ def reference_greedy(model, ids, feats, new_tokens: int, positions: str) -> torc
     lm = model.speech_decoder_model
     dec = lm.model.decoder
     stop = lm.config.eos_token_id
-    _, e = _prompt(model, ids, feats)
+    e = _prompt(model, ids, feats)
     b, length, _ = e.shape
     prompt_pos = torch.arange(length)
     codes = torch.empty(b, 0, dtype=torch.long)
