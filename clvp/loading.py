@@ -112,6 +112,17 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"cannot read {path} (truncated or corrupt safetensors file): {err}") from None
 
 
+_ALIGNMENT = 64  # bytes: what torch's CPU allocator gives every tensor it makes
+
+
+def aligned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy the tensors whose data does not start on a 64-byte boundary (safetensors hands out
+    tensors at the file's offsets). MKL's small-batch float32 products round differently with
+    unaligned operands, so without this the same checkpoint could give different last bits, and
+    on near-ties different tokens, depending on how it was read."""
+    return {k: v.clone() if v.data_ptr() % _ALIGNMENT else v for k, v in state.items()}
+
+
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Raise a ValueError naming every missing, unexpected and mis-shaped tensor."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -153,7 +164,7 @@ class PreTrainedMixin:
         config = cls.config_class.from_json_file(folder / "config.json")
         for key, value in config_overrides.items():
             setattr(config, key, value)
-        state = read_state_dict(folder)
+        state = aligned(read_state_dict(folder))
         with torch.device("meta"):
             model = cls(config, init_weights=False)
         check_state_dict(model, state, str(folder))
