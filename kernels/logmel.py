@@ -70,7 +70,7 @@ def log_mel_ref(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_le
     frames_per_call = _REF_FRAMES if device.type == "cpu" else n_frames
     clips_per_call = max(1, frames_per_call // n_frames) if device.type == "cpu" else batch
     for b0 in range(0, batch, clips_per_call):
-        wav = waveforms[b0 : b0 + clips_per_call].to(dtype)  # (b, N)
+        wav = waveforms[b0 : b0 + clips_per_call]  # (b, N); the window product below casts to dtype
         if n > half:  # the common case: one reflection (a concatenation is twice as fast as F.pad here)
             left, right = wav[:, 1 : half + 1].flip(-1), wav[:, n - 1 - half : n - 1].flip(-1)
             padded = torch.cat([left, wav, right], dim=-1)  # (b, N + 2 * half)
@@ -78,7 +78,7 @@ def log_mel_ref(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_le
             padded = wav[:, reflect_indices(n, half, device)]
         frames = padded.unfold(-1, n_fft, hop_length)  # (b, frames, n_fft), a view
         for t0 in range(0, n_frames, frames_per_call):
-            block = frames[:, t0 : t0 + frames_per_call] * win  # (b, f, n_fft)
+            block = frames[:, t0 : t0 + frames_per_call] * win  # (b, f, n_fft) in dtype: win is dtype, promotion
             # complex64 after the DFT, as Hugging Face stores its float64 FFT
             spec = torch.fft.rfft(block, dim=-1)[..., :n_used].to(torch.complex64)  # (b, f, n_used)
             sq = torch.view_as_real(spec).square()  # (b, f, n_used, 2): re², im²
