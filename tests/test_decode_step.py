@@ -1,0 +1,31 @@
+"""The decode-step benchmark (bench/bench_decode_step.py) runs end to end.
+
+Its figures need a GPU (issue 6); here ``--tiny`` (a 2-layer decoder, small shapes) checks that
+every part of it runs on the CPU: our step, transformers' step and both generations when the
+oracle is installed, and that the two greedy generations it times agree code for code.
+"""
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import ORACLE_DIR, ROOT
+
+
+def test_bench_decode_step_tiny_runs(tmp_path):
+    env = {**os.environ, "CLVP_BENCH_RESULTS": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "bench.bench_decode_step", "--tiny"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    text = (tmp_path / "decode_step-tiny.md").read_text()
+    for field in ("device", "torch", "dtype", "copy_bandwidth", "model"):
+        assert f"- {field}: " in text, field
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]
+    assert len(rows) == 2  # (B, ctx) = (1, 16), (4, 32)
+    for row in rows:
+        eager_ms = row.split("|")[7].strip()
+        assert float(eager_ms) > 0
+    assert "| ours |" in text
+    if ORACLE_DIR.is_dir():  # transformers' columns filled, and its greedy codes equal ours
+        assert "| transformers |" in text
+        assert "codes equal to transformers' at 1.000 of positions" in text
