@@ -280,7 +280,7 @@ def main():
              f"max_new_tokens = min_new_tokens = N, N in ({SHORT}, {LONG}); CLVP scoring included",
         timing=f"best of {args.repeat} interleaved rounds (every variant once per round) after one warm-up call "
                f"each; per step = (best t({LONG}) - best t({SHORT})) / {LONG - SHORT}, '(median)' = median over "
-               f"rounds of that round's difference; weight stream: best (and median) of 5 per round",
+               f"rounds of that round's difference; floors and step alone: best (and median) of 5 per round",
         setup_s=f"{setup_s:.1f}",
         torch_threads=torch.get_num_threads(),
         load_average=f"{load_start} at start, {load_end} at end (1 / 5 / 15 min; the machine is shared)",

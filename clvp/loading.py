@@ -116,11 +116,15 @@ _ALIGNMENT = 64  # bytes: what torch's CPU allocator gives every tensor it makes
 
 
 def aligned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copy the tensors whose data does not start on a 64-byte boundary (safetensors hands out
-    tensors at the file's offsets). MKL's small-batch float32 products round differently with
+    """Replace, in place, the tensors whose data does not start on a 64-byte boundary by aligned
+    copies (safetensors hands out tensors at the file's offsets), one at a time so that memory
+    peaks at one extra tensor. MKL's small-batch float32 products round differently with
     unaligned operands, so without this the same checkpoint could give different last bits, and
-    on near-ties different tokens, depending on how it was read."""
-    return {k: v.clone() if v.data_ptr() % _ALIGNMENT else v for k, v in state.items()}
+    on near-ties different tokens, depending on how it was read. Returns ``state``."""
+    for key, value in state.items():
+        if value.data_ptr() % _ALIGNMENT:
+            state[key] = value.clone()
+    return state
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

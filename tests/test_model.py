@@ -735,8 +735,8 @@ def test_loading_realigns_tensors():
     from clvp.loading import aligned
 
     base = torch.arange(40, dtype=torch.float32)
-    state = {"odd": base[5:37].view(4, 8), "even": torch.ones(3)}
-    assert state["odd"].data_ptr() % 64 != 0
-    out = aligned(state)
-    assert out["odd"].data_ptr() % 64 == 0 and torch.equal(out["odd"], state["odd"])
-    assert out["even"] is state["even"]  # already aligned: no copy
+    odd, even = base[5:37].view(4, 8), torch.ones(3)
+    assert odd.data_ptr() % 64 != 0
+    out = aligned({"odd": odd, "even": even})
+    assert out["odd"].data_ptr() % 64 == 0 and torch.equal(out["odd"], odd)
+    assert out["even"] is even  # already aligned: no copy
