@@ -131,8 +131,8 @@ def _emulated_half(dtype: torch.dtype) -> bool:
 _UPCAST_MIN_ROWS = 32
 
 # Up to this many rows a float32 CPU product runs as ``W @ x.T`` (the weight as the left operand):
-# MKL then streams the weight without repacking it on every call, 1.5-3.5x faster than ``x @ W.T``
-# for 2 to 64 rows on the development CPU (2-core AMD EPYC, torch 2.13: 4.9 -> 12.8 GB/s of weights at
+# MKL then takes a faster path (apparently no per-call packing of the weight), 1.5-3.5x faster than
+# ``x @ W.T`` for 2 to 64 rows on the development CPU (2-core AMD EPYC, torch 2.13: 4.9 -> 12.8 GB/s of weights at
 # 4 rows), and no slower at 1; above ~96 rows the usual order wins. Decode steps are such products.
 _WEIGHT_LEFT_MAX_ROWS = 64
 
@@ -184,7 +184,7 @@ class Conv1D(nn.Module):
         super().__init__()
         self.nf = nf
         # (in, out) as in the checkpoint, but column-major (memory (out, in), nn.Linear's): oneDNN's
-        # half-precision CPU product is ~10x slower with a row-major (K, N) operand, and the
+        # half-precision CPU product is ~45x slower with a row-major (K, N) operand (4 rows, AVX2), and the
         # small-batch float32 order of ``_affine`` wants the (out, in) rows contiguous
         self.weight = nn.Parameter(torch.empty(nf, nx).t())
         self.bias = nn.Parameter(torch.zeros(nf))
