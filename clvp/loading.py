@@ -54,8 +54,10 @@ def warn_if_slow_half(dtype, device) -> None:
 
         warnings.warn(
             f"this CPU has no native {str(dtype).replace('torch.', '')} matrix instructions (torch reports "
-            f"{torch.backends.cpu.get_cpu_capability()}): the weights are stored in half precision but the "
-            "matrix products run in float32, so expect float32 speed at best here", RuntimeWarning, stacklevel=3,
+            f"{torch.backends.cpu.get_cpu_capability()}): the weights are stored in half precision, products of "
+            "32 rows or more run in float32 and smaller ones (decode steps) in torch's emulated half precision; "
+            "expect float32 speed at best, and slower generation than with float32 weights", RuntimeWarning,
+            stacklevel=3,
         )
 
 
