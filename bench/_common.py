@@ -11,12 +11,31 @@ import datetime as _dt
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(os.environ.get("CLVP_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+ORACLE = Path(__file__).resolve().parent.parent / ".oracle"  # transformers 4.46.3, installed by .ci/run
+
+
+def import_oracle():
+    """transformers 4.46.3 from .oracle, put on ``sys.path`` in this benchmark process only; None
+    (with a message) when it is missing or does not import."""
+    if not ORACLE.is_dir():
+        return None
+    if str(ORACLE) not in sys.path:
+        sys.path.insert(0, str(ORACLE))
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        return transformers
+    except Exception as err:  # pragma: no cover - depends on the machine
+        print(f"oracle in {ORACLE} does not import ({err}); timing ours only")
+        return None
 
 
 def device_name(device: str | torch.device = "cpu") -> str:
@@ -85,6 +104,18 @@ def cuda_time(fn, *, quantiles=(0.5, 0.2, 0.8)) -> tuple[float, float, float]:
 
     ms = do_bench(fn, quantiles=list(quantiles))
     return tuple(m / 1e3 for m in ms)
+
+
+def copy_bandwidth(device, nbytes: int = 2**30) -> float:
+    """Bytes per second of an ``nbytes`` copy on ``device``, read + write counted."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    if torch.device(device).type == "cuda":
+        seconds = cuda_time(lambda: dst.copy_(src))[0]
+    else:
+        seconds = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)["median"]
+    del src, dst
+    return 2 * nbytes / seconds
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

@@ -32,7 +32,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from bench._common import conditions, cuda_time, markdown_table, time_fn, write_result
+from bench._common import conditions, copy_bandwidth, cuda_time, markdown_table, time_fn, write_result
 from kernels.decode_attention import decode_attention_ref
 
 BATCHES = (1, 16, 64)
@@ -56,19 +56,6 @@ def make_inputs(batch: int, ctx: int, dtype, device):
 
 def sdpa_masked(q, k, v, mask):
     return F.scaled_dot_product_attention(q[:, :, None, :], k, v, attn_mask=mask)[:, :, 0]  # (B, H, D)
-
-
-def copy_bandwidth(device) -> float:
-    """Bytes per second of a 1 GiB copy (read + write counted)."""
-    n = 2**30 // 4
-    src = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
-    dst = torch.empty_like(src)
-    if torch.device(device).type == "cuda":
-        seconds = cuda_time(lambda: dst.copy_(src))[0]
-    else:
-        seconds = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)["median"]
-    del src, dst
-    return 2 * 2**30 / seconds
 
 
 def graph_time(calls: list, reps: int = 20) -> float:

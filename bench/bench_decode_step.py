@@ -34,55 +34,21 @@ import argparse
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from bench._common import conditions, markdown_table, write_result
+from bench._common import conditions, copy_bandwidth, import_oracle, markdown_table, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = ROOT / ".oracle"
 STEP_CALLS, STEP_RUNS = 20, 5
 CPU_STEP_CALLS, CPU_STEP_RUNS = 3, 3  # a default-size step takes 0.1-1 s on the CPU
 GEN_BATCH, GEN_PROMPT, GEN_NEW = 16, 60, 150
 
 
-def import_oracle():
-    """transformers 4.46.3 from .oracle, only inside this benchmark process; None without it."""
-    if not ORACLE.is_dir():
-        return None
-    sys.path.insert(0, str(ORACLE))
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        return transformers
-    except Exception as err:  # pragma: no cover - depends on the machine
-        print(f"oracle in {ORACLE} does not import ({err}); timing ours only")
-        return None
-
-
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def copy_bandwidth(device, nbytes: int) -> float:
-    """Bytes per second of a large copy (read + write counted), best of 5."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    best = float("inf")
-    for _ in range(5):
-        sync(device)
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * nbytes / best
 
 
 def per_call(fn, device) -> float:

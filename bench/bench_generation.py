@@ -33,38 +33,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from bench._common import conditions, markdown_table, write_result
+from bench._common import conditions, import_oracle, markdown_table, write_result
 from clvp.modeling import _affine
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = ROOT / ".oracle"
 BATCH, TEXT_LEN, SHORT, LONG = 4, 32, 8, 64
 SPEECH_VOCAB = 8192
 REPEAT = 3
 STEP_CONTEXT = 64  # cached tokens when a decode step is timed alone (~ the middle of the 64-code runs)
 TARGET = {"float32": 1.25, "bfloat16": 3.0}
-
-
-def import_oracle():
-    """transformers 4.46.3 from .oracle, only inside this benchmark process."""
-    if not ORACLE.is_dir():
-        return None
-    sys.path.insert(0, str(ORACLE))
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        return transformers
-    except Exception as err:  # pragma: no cover - depends on the machine
-        print(f"oracle in {ORACLE} does not import ({err}); timing ours only")
-        return None
 
 
 def decoder_matmuls(model):

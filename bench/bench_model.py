@@ -22,17 +22,14 @@ import argparse
 import gc
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench._common import conditions, markdown_table, time_fn, write_result
+from bench._common import conditions, import_oracle, markdown_table, time_fn, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = ROOT / ".oracle"
 BATCH, CODES, SPEECH_VOCAB = 16, 250, 8192
 REPEAT = 3
 TARGET = {"float32": 1.1, "bfloat16": 4.0}
@@ -68,20 +65,6 @@ def cpu_isa() -> str:
         pass
     bf16 = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile"))
     return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16 instructions: {', '.join(bf16) or 'none'}"
-
-
-def import_oracle():
-    """transformers 4.46.3 from .oracle, only inside this benchmark process."""
-    if not ORACLE.is_dir():
-        return None
-    sys.path.insert(0, str(ORACLE))
-    try:
-        import transformers
-
-        return transformers
-    except Exception as err:  # pragma: no cover - depends on the machine
-        print(f"oracle in {ORACLE} does not import ({err}); timing ours only")
-        return None
 
 
 def main():
