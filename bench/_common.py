@@ -74,7 +74,7 @@ def conditions(device: str | torch.device = "cpu", **extra) -> dict:
     return info
 
 
-def _sync(device):
+def sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -87,13 +87,13 @@ def time_fn(fn, *, device="cpu", warmup: int = 1, repeat: int = 5, min_time: flo
     """
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     start_all = time.perf_counter()
     while len(times) < repeat or (time.perf_counter() - start_all) < min_time:
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
 

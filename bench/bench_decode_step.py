@@ -39,16 +39,11 @@ import time
 
 import torch
 
-from bench._common import conditions, copy_bandwidth, import_oracle, markdown_table, write_result
+from bench._common import conditions, copy_bandwidth, import_oracle, markdown_table, sync, write_result
 
 STEP_CALLS, STEP_RUNS = 20, 5
 CPU_STEP_CALLS, CPU_STEP_RUNS = 3, 3  # a default-size step takes 0.1-1 s on the CPU
 GEN_BATCH, GEN_PROMPT, GEN_NEW = 16, 60, 150
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def per_call(fn, device) -> float:
