@@ -1,24 +1,56 @@
-"""What every benchmark shares: timing with warm-up and synchronisation, and its recorded conditions.
+"""What every benchmark shares: its command line, timing with warm-up and synchronisation, and its
+recorded conditions.
 
-Run a benchmark from the repository root, e.g. ``python -m bench.bench_rotary_attention``.
-Results are printed as a markdown table and written to ``bench/results/<stem>.md`` (or to the folder
-``$CLVP_BENCH_RESULTS`` names) together with
-the conditions (device, versions, dtype, shapes, date) so no number is quoted without them.
+Run a benchmark with ``python -m clvp.bench.bench_rotary_attention`` (or ``clvp bench --only
+rotary_attention``). It prints a markdown table with the conditions (device, versions, dtype, shapes,
+date) so no number is quoted without them, progress goes to stderr, and ``--save`` also writes the
+table to ``bench/results/<stem>-<device>.md`` in a source checkout (or to ``--results DIR``).
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(os.environ.get("CLVP_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
-ORACLE = Path(__file__).resolve().parent.parent / ".oracle"  # transformers 4.46.3, installed by .ci/run
+HERE = Path(__file__).resolve().parent
+# bench/results/ exists to be committed from a source checkout; an installed package has no such
+# folder to write into (site-packages is not the user's), so there --save needs --results DIR.
+IN_CHECKOUT = (HERE.parent / "pyproject.toml").is_file()
+ORACLE = HERE.parent / ".oracle"  # transformers 4.46.3, installed into a checkout by .ci/run
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--save`` and ``--results DIR``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--save", action="store_true",
+                        help="also write the table to bench/results/ (in a source checkout) or to --results DIR")
+    parser.add_argument("--results", type=Path, default=None, help="folder for --save (default: bench/results/)")
+    return parser
+
+
+def results_dir(args) -> Path | None:
+    """Where ``write_result`` writes for these parsed options: None (print only) without ``--save``."""
+    if not args.save:
+        return None
+    if args.results is not None:
+        return args.results
+    if not IN_CHECKOUT:
+        raise SystemExit("--save without --results needs a source checkout (bench/results/ is there); "
+                         "give --results DIR")
+    return HERE / "results"
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so stdout carries only the result tables."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def import_oracle():
@@ -34,7 +66,7 @@ def import_oracle():
         transformers.logging.set_verbosity_error()
         return transformers
     except Exception as err:  # pragma: no cover - depends on the machine
-        print(f"oracle in {ORACLE} does not import ({err}); timing ours only")
+        progress(f"oracle in {ORACLE} does not import ({err}); timing ours only")
         return None
 
 
@@ -129,14 +161,27 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_result(stem: str, title: str, info: dict, table: str, notes: str = "", *, suffix: str = "") -> Path:
-    """Print and write ``bench/results/<stem><suffix>.md`` (suffix e.g. ``-cpu`` / ``-h100``)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(stem: str, title: str, info: dict, table: str, notes: str = "", *, suffix: str = "",
+                 results: Path | None = None) -> Path | None:
+    """Print the result; with ``results`` (see ``results_dir``) also write ``<results>/<stem><suffix>.md``
+    (suffix e.g. ``-cpu`` / ``-cuda``) atomically: a reader sees the old file or the new one."""
     cond = "\n".join(f"- {k}: {v}" for k, v in info.items())
     text = f"# {title}\n\n## Conditions\n{cond}\n\n## Results\n{table}\n"
     if notes:
         text += f"\n{notes.strip()}\n"
-    print(text)
-    path = RESULTS / f"{stem}{suffix}.md"
-    path.write_text(text)
+    print(text, flush=True)
+    if results is None:
+        return None
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{stem}{suffix}.md"
+    fd, tmp = tempfile.mkstemp(dir=results, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    progress(f"wrote {path}")
     return path

@@ -27,13 +27,13 @@ import math
 import os
 import re
 import statistics
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from bench._common import conditions, copy_bandwidth, cuda_time, markdown_table, time_fn, write_result
-from kernels.decode_attention import decode_attention_ref
+from clvp.bench._common import (bench_parser, conditions, copy_bandwidth, cuda_time, markdown_table, progress,
+                                results_dir, time_fn, write_result)
+from clvp.kernels.decode_attention import decode_attention_ref
 
 BATCHES = (1, 16, 64)
 CONTEXTS = (128, 512, 1000)
@@ -86,10 +86,10 @@ def graph_time(calls: list, reps: int = 20) -> float:
     return statistics.median(times)
 
 
-def bench_cuda():
+def bench_cuda(results):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kernels.decode_attention import _block_n, _decode_attention, _num_splits, decode_attention
+    from clvp.kernels.decode_attention import _block_n, _decode_attention, _num_splits, decode_attention
 
     device, dtype = "cuda", torch.bfloat16
     copy_bw = copy_bandwidth(device)
@@ -141,17 +141,17 @@ def bench_cuda():
                "eager: triton.testing.do_bench median (L2 flushed, includes launch and host sync)",
     )
     notes = """
-GB/s = 2 * B * ctx * H * D * 2 bytes (K and V read once) / time. Target (issue 6): triton >= 2500 GB/s
+GB/s = 2 * B * ctx * H * D * 2 bytes (K and V read once) / time. Target (docs/performance.md §7.2): triton >= 2500 GB/s
 at B = 16, ctx >= 512 on an H100. `sdpa flash` has no mask (cannot skip ragged tails): an upper bound
 for torch, not a substitute. The eager twin includes its `int(lengths.max())` host sync.
 
 ### Split-count sweep (triton, same timing)
 """ + sweep_table
     write_result("decode_attention", "decode_attention: Triton flash-decoding vs torch", info,
-                 markdown_table(headers, rows), notes, suffix=suffix)
+                 markdown_table(headers, rows), notes, suffix=suffix, results=results)
 
 
-def bench_cpu():
+def bench_cpu(results):
     device, dtype = "cpu", torch.float32
     copy_bw = copy_bandwidth(device)
     rows = []
@@ -179,19 +179,20 @@ No CUDA device on this machine: the Triton kernel was not timed (it needs CUDA; 
 is for correctness only). Only the eager paths ran, in float32. GB/s = 2 * B * ctx * H * D * 4 bytes
 (K and V read once) / median time. The 2-core machine was shared with other jobs (load average
 above): medians of small cases sit on OS scheduling quanta (~20 ms); the min column is closer to
-the uncontended cost. The GPU target (issue 6: >= 2500 GB/s at B = 16, ctx >= 512 on an H100)
+the uncontended cost. The GPU target (docs/performance.md §7.2: >= 2500 GB/s at B = 16, ctx >= 512 on an H100)
 is unmeasured here; run this module on a CUDA machine to write bench/results/decode_attention-<gpu>.md.
 """
     write_result("decode_attention", "decode_attention: eager paths on the CPU (kernel needs CUDA)", info,
-                 markdown_table(headers, rows), notes, suffix="-cpu")
+                 markdown_table(headers, rows), notes, suffix="-cpu", results=results)
 
 
-def main():
+def main(argv=None):
+    args = bench_parser(__doc__.splitlines()[0]).parse_args(argv)
     if torch.cuda.is_available():
-        bench_cuda()
+        bench_cuda(results_dir(args))
     else:
-        print("no CUDA device: timing the eager paths only (the Triton kernel needs CUDA)", file=sys.stderr)
-        bench_cpu()
+        progress("no CUDA device: timing the eager paths only (the Triton kernel needs CUDA)")
+        bench_cpu(results_dir(args))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The decoder's whole decode step and a whole 16 x 150 generation, against their memory floors
-and transformers (issue 6; performance.md §6.1).
+and transformers (docs/performance.md §6.1; targets §7.2).
 
 Run from the repository root: ``python -m bench.bench_decode_step``. ``--tiny`` swaps in a 2-layer
 decoder and small shapes: a quick check that the benchmark runs, not a measurement.
@@ -24,13 +24,12 @@ device's measured copy bandwidth (a 1 GiB copy, read + write bytes).
 Generation (CUDA; on the CPU only with ``--tiny``): 16 rows of the same 60-token prompt, greedy,
 ``max_new_tokens = min_new_tokens = 150`` (exactly 150 codes, checked), ours vs transformers'
 ``generate``; floor = the sum over the 150 steps of (weights + K/V at that context) / copy bandwidth,
-the 52 ms of performance.md at 3.0 TB/s.
+the 52 ms of docs/performance.md §4 at 3.0 TB/s.
 
 Targets on an H100 (bfloat16): step at B = 16, ctx 512 <= 0.7 ms; 16 x 150 within 2x of its floor.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
@@ -39,7 +38,8 @@ import time
 
 import torch
 
-from bench._common import conditions, copy_bandwidth, import_oracle, markdown_table, sync, write_result
+from clvp.bench._common import (bench_parser, conditions, copy_bandwidth, import_oracle, markdown_table, progress,
+                                results_dir, sync, write_result)
 
 STEP_CALLS, STEP_RUNS = 20, 5
 CPU_STEP_CALLS, CPU_STEP_RUNS = 3, 3  # a default-size step takes 0.1-1 s on the CPU
@@ -148,14 +148,14 @@ def bench_steps(ours, hf, shapes, device, copy_bw):
             try:
                 timed["transformers"] = per_call(TheirStep(hf, batch, ctx), device)
             except Exception as err:  # the baseline failing must not hide our figures
-                print(f"transformers step failed at B={batch}, ctx={ctx}: {type(err).__name__}: {err}")
+                progress(f"transformers step failed at B={batch}, ctx={ctx}: {type(err).__name__}: {err}")
         for key in ("graph", "eager", "transformers"):
             t = timed.get(key)
             row += ["-", "-"] if t is None else [t * 1e3, f"{floor / t * 100:.0f}%"]
         best = timed.get("graph", timed["eager"])
         row.append(f"{timed['transformers'] / best:.2f}x" if "transformers" in timed else "-")
         rows.append(row)
-        print(" ".join(str(v) for v in row), flush=True)
+        progress(" ".join(str(v) for v in row))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     headers = ["B", "ctx", "MB / step", "floor ms", "ours graph ms", "(% of floor speed)", "ours eager ms",
@@ -199,7 +199,7 @@ def bench_generation(ours, hf, device, copy_bw, prompt: int, new: int, batch: in
                 times.append(time.perf_counter() - t0)
             timed[name] = statistics.median(times)
         except Exception as err:
-            print(f"{name} generation failed: {type(err).__name__}: {err}")
+            progress(f"{name} generation failed: {type(err).__name__}: {err}")
     for name, t in timed.items():
         vs = f"{timed['transformers'] / t:.2f}x" if "transformers" in timed else "-"
         rows.append([name, t * 1e3, floor * 1e3, f"{t / floor:.2f}x", vs])
@@ -210,10 +210,10 @@ def bench_generation(ours, hf, device, copy_bw, prompt: int, new: int, batch: in
     return table, agree
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="2-layer decoder, small shapes: checks the benchmark runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     transformers = import_oracle()
@@ -252,8 +252,8 @@ def main():
     notes = (
         "Floor = bytes / copy bandwidth: every decoder weight once (the two embedding tables excepted: a step "
         "reads a few rows of them) plus K and V of B x ctx cached tokens. '% of floor speed' = floor / time. "
-        "Targets (issue 6, H100, bfloat16): step at B = 16, ctx 512 <= 0.7 ms; 16 x 150 generation within 2x of "
-        "its floor (52 ms at 3.0 TB/s in performance.md)."
+        "Targets (docs/performance.md §7.2, H100, bfloat16): step at B = 16, ctx 512 <= 0.7 ms; 16 x 150 generation within 2x of "
+        "its floor (52 ms at 3.0 TB/s, docs/performance.md §4)."
     )
     if device.type != "cuda":
         notes += " No CUDA on this machine: no graph-captured step, and the Triton decode kernel is not in these times."
@@ -266,7 +266,7 @@ def main():
     else:
         suffix = "-cpu"
     write_result("decode_step", "Decode step and 16 x 150 generation against their memory floors", info, step_table,
-                 notes, suffix=suffix)
+                 notes, suffix=suffix, results=results_dir(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Run from the repository root: ``python -m bench.bench_generation`` (``--profile`` adds a
 torch.profiler table of our float32 decode steps). Writes bench/results/generation-cpu.md.
 
-Both models hold the same random weights: transformers 4.46.3 (from /work/main/.oracle, put on
+Both models hold the same random weights: transformers 4.46.3 (from .oracle/, installed by .ci/run, put on
 ``sys.path`` in this benchmark process only, when present) builds the default model with a fixed
 seed (speech vocab 8192), saves it with its ``save_pretrained``, and ours loads that folder.
 
@@ -13,11 +13,11 @@ code, so both produce exactly N codes per row (checked), then the CLVP text and 
 them. Greedy over 4 identical texts is a valid batch in both (transformers refuses
 ``num_return_sequences=4`` for greedy, and ours too). Rows:
 
-* transformers float32 (it cannot run CLVP in bfloat16, reference.md §6.1.10);
+* transformers float32 (it cannot run CLVP in bfloat16, docs/model.md §6.1.10);
 * ours float32: target >= 1.25x faster in total;
 * ours bfloat16: target >= 3x faster than transformers float32.
 
-Per-step time = (t(64) - t(8)) / 56, the method of performance.md (which differenced 8 and 40).
+Per-step time = (t(64) - t(8)) / 56, the method of docs/performance.md §3 (which differenced 8 and 40).
 Two floors, both measured in the same run: one decode step must read every decoder weight once.
 "weight read" reads them and nothing else (``torch.sum`` over each tensor: the machine's read
 bandwidth); "weight products" runs the step's bare matrix products (30 x [q, k, v, out, c_fc,
@@ -30,7 +30,6 @@ The machine is shared (2 cores): variants run in interleaved rounds and the best
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -38,7 +37,7 @@ import time
 
 import torch
 
-from bench._common import conditions, import_oracle, markdown_table, write_result
+from clvp.bench._common import bench_parser, conditions, import_oracle, markdown_table, progress, results_dir, write_result
 from clvp.modeling import _affine
 
 BATCH, TEXT_LEN, SHORT, LONG = 4, 32, 8, 64
@@ -113,12 +112,12 @@ def profile_steps(model, ids, feats, n_steps: int = 8):
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of our float32 steps")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="interleaved timing rounds (the best is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     load_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -186,7 +185,7 @@ def main():
             streams[("step alone", dt)] = (DecodeStepAlone(model), weight_bytes(mats))
         for name, fn in variants:  # warm-up (the first timed round checks the shapes)
             run(name, fn, SHORT)
-            print(f"warm-up: {name}", flush=True)
+            progress(f"warm-up: {name}")
         # interleaved rounds: on a shared machine a load change then hits every variant alike
         times = {key: [] for key in [(name, n) for name, _ in variants for n in (SHORT, LONG)] + list(streams)}
         for r in range(args.repeat):
@@ -195,14 +194,14 @@ def main():
                     t0 = time.perf_counter()
                     run(name, fn, n)  # exactly n codes per row, checked
                     times[(name, n)].append(time.perf_counter() - t0)
-                    print(f"round {r}: {name:22s} {n:3d} codes: {times[(name, n)][-1]:.3f} s", flush=True)
+                    progress(f"round {r}: {name:22s} {n:3d} codes: {times[(name, n)][-1]:.3f} s")
             for key, (step_fn, _) in streams.items():
                 step_fn()
                 for _ in range(5):
                     t0 = time.perf_counter()
                     step_fn()
                     times[key].append(time.perf_counter() - t0)
-                print(f"round {r}: {key[0]} {key[1]}: {min(times[key][-5:]) * 1e3:.1f} ms (best of 5)", flush=True)
+                progress(f"round {r}: {key[0]} {key[1]}: {min(times[key][-5:]) * 1e3:.1f} ms (best of 5)")
         results = {key: {"median": statistics.median(v), "min": min(v), "max": max(v)} for key, v in times.items()}
         stream = {key: (results[key], nbytes) for key, (_, nbytes) in streams.items()}
         profile_table = profile_steps(ours["float32"], ids, feats) if args.profile else None
@@ -282,7 +281,7 @@ def main():
     if profile_table:
         notes += "\n\n### torch.profiler, ours float32, generate(8 codes)\n```\n" + profile_table + "\n```\n"
     write_result("generation", "Generation: 4 sequences x 64 forced codes, default-size CLVP, CPU", info,
-                 markdown_table(headers, rows), notes, suffix="-cpu")
+                 markdown_table(headers, rows), notes, suffix="-cpu", results=results_dir(args))
 
 
 if __name__ == "__main__":

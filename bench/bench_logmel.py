@@ -1,10 +1,10 @@
 """Benchmark the log-mel front end: ``ClvpFeatureExtractor`` against transformers' NumPy extractor on
 the CPU, and (with CUDA) the fused Triton kernel against the ``torch.stft`` + mel path on the GPU.
 
-    python -m bench.bench_logmel            # from the repository root; writes bench/results/logmel-cpu.md
-                                            # (and logmel-cuda.md when a GPU is present)
+    python -m clvp.bench.bench_logmel [--save]   # --save writes bench/results/logmel-cpu.md
+                                                 # (and logmel-cuda.md when a GPU is present)
 
-Inputs are real speech: the LJ Speech clips of ../shared/data/tortoise tiled to 1 x 6 s, 16 x 6 s
+Inputs are real speech: the two LJ Speech clips of clvp/data tiled to 1 x 6 s, 16 x 6 s
 and 1 x 30 s at 22.05 kHz (the 30 s case with ``max_length`` = 30 s). transformers 4.46.3 runs in a
 worker subprocess with ``PYTHONPATH=.oracle`` (the library never imports it) on the same clips; its
 calls alternate with ours, round by round, so both see the same load on this shared machine (median
@@ -26,13 +26,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from bench._common import conditions, cuda_time, markdown_table, time_fn, write_result
+from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, markdown_table, progress, results_dir,
+                                time_fn, write_result)
+from clvp.data import path as data_path
 from clvp.feature_extraction import ClvpFeatureExtractor, hann_window, tortoise_mel_norms
-from kernels.logmel import log_mel_ref
+from clvp.kernels.logmel import log_mel_ref
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = ROOT / ".oracle"
-LJ = [ROOT.parent / "shared" / "data" / "tortoise" / f"lj_{i}.wav" for i in (1, 2)]
+LJ = [data_path("voice_lj.wav"), data_path("voice_lj_2.wav")]
 SR = 22050
 CASES = [("1 x 6 s", 1, 6), ("16 x 6 s", 16, 6), ("1 x 30 s", 1, 30)]
 REPEAT, MIN_TIME = 9, 2.0
@@ -77,7 +77,7 @@ class TransformersWorker:
         src = tmp / "hf_in.npz"
         np.savez(src, names=json.dumps(list(inputs)), norms=np.asarray(norms), **inputs)
         env = {**os.environ, "PYTHONPATH": str(ORACLE)}
-        self.proc = subprocess.Popen([sys.executable, "-c", HF_WORKER, str(src), str(self.out)], env=env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-c", HF_WORKER, str(src), str(self.out)], env=env, cwd=ORACLE.parent,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.version = self.proc.stdout.readline().strip()
 
@@ -185,7 +185,7 @@ def bench_cpu(inputs, fe):
 
 
 def torch_stft_log_mel(wav, window, filters, norms, n_fft, hop_length):
-    """Baseline (ii) of performance.md §6.3: torch.stft (cuFFT) + |.|² + mel matmul + log clamp, float32."""
+    """Baseline (ii) of docs/performance.md §6.3: torch.stft (cuFFT) + |.|² + mel matmul + log clamp, float32."""
     spec = torch.stft(wav, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
     mel = torch.matmul(filters.T, spec.real.square() + spec.imag.square())  # (B, n_mels, frames)
     return torch.log(mel.clamp(min=1e-5)) / norms[None, :, None]
@@ -193,7 +193,7 @@ def torch_stft_log_mel(wav, window, filters, norms, n_fft, hop_length):
 
 def bench_cuda(inputs, fe):
     """Triton kernel vs torch.stft + mel (float32) on the GPU; errors against the float64 reference."""
-    from kernels.logmel import log_mel
+    from clvp.kernels.logmel import log_mel
 
     device = torch.device("cuda")
     window = torch.tensor(hann_window(fe.n_fft), dtype=torch.float64, device=device)
@@ -220,7 +220,8 @@ def bench_cuda(inputs, fe):
     return markdown_table(headers, rows)
 
 
-def main():
+def main(argv=None):
+    args = bench_parser(__doc__.splitlines()[0]).parse_args(argv)
     fe = ClvpFeatureExtractor(mel_norms="tortoise")
     assert fe.mel_norms == tortoise_mel_norms()
     inputs = {name: make_clips(b, s) for name, b, s in CASES}
@@ -242,18 +243,18 @@ def main():
                                timing="triton.testing.do_bench median (L2 flushed)")
         name = torch.cuda.get_device_name().lower().replace(" ", "-")
         write_result("logmel", "Log-mel: Triton kernel vs torch.stft + mel (GPU)", cuda_info, cuda_table,
-                     suffix="-cuda")
+                     suffix="-cuda", results=results_dir(args))
         cuda_note = f"GPU comparison written to bench/results/logmel-cuda.md ({name})."
     else:
         cuda_note = ("CUDA is not available on this machine: the GPU comparison (Triton kernel vs torch.stft + mel, "
                      "target >= 3x for one 6 s clip on an H100) could not run, and no GPU figure is recorded.")
-        print(cuda_note)
+        progress(cuda_note)
     tone_err = tone_precision(fe)
     notes = f"""
-- Ratio target (issue 3): >= 10x faster than transformers for 16 x 6 s on the CPU. Not reached with the
+- Ratio target (docs/performance.md §7.1): >= 10x faster than transformers for 16 x 6 s on the CPU. Not reached with the
   float64 FFT on this machine: torch's float64 rfft alone costs ~2.4 µs per 1024-point frame here
   (~1.2 ms per 6 s clip and core; float32 ~1.4 µs), i.e. ~20 ms of FFT for 16 clips on one core, while
-  transformers took ~190 ms on an idle machine at the start of this work (performance.md: 12 ms a clip).
+  transformers took ~190 ms on an idle machine at the start of this work (docs/performance.md §3: 12 ms a clip).
   The float32 path is ~1.5-2x faster but 20-60x less exact: within 1e-4 on these speech clips, but
   {tone_err:.1e} (float32 path minus float64 path) on a full-scale 200 Hz tone over noise at 1e-4, whose
   quiet bins survive the 1e-5 clamp; so float64 stays the default.
@@ -270,7 +271,7 @@ def main():
 - {cuda_note}
 """
     write_result("logmel", "Log-mel front end: ClvpFeatureExtractor vs transformers (CPU)", info, table, notes,
-                 suffix="-cpu")
+                 suffix="-cpu", results=results_dir(args))
 
 
 if __name__ == "__main__":

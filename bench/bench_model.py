@@ -4,21 +4,20 @@ Run from the repository root: ``python -m bench.bench_model``. Writes bench/resu
 
 The CLVP re-ranking step of Tortoise: the speech encoder (20 layers, hidden 768, 12 heads, speech
 vocab 8192) over 16 candidate code sequences of 250 codes. Both models hold the same random weights:
-transformers 4.46.3 (from /work/main/.oracle, put on ``sys.path`` here only, when present) builds the
+transformers 4.46.3 (from .oracle/, installed by .ci/run, put on ``sys.path`` here only, when present) builds the
 default model, saves it with its ``save_pretrained``, and ours loads that folder. Rows:
 
-* transformers float32 (the anchor; it cannot run CLVP in bfloat16, reference.md §6.1.10);
+* transformers float32 (the anchor; it cannot run CLVP in bfloat16, docs/model.md §6.1.10);
 * ours float32: target >= 1.1x faster than transformers;
 * ours bfloat16 (``from_pretrained(..., dtype=torch.bfloat16)``): target >= 4x faster than
   transformers float32.
 
 Warm timings: one warm-up call, then at least ``REPEAT`` calls; the median is reported.
-Compute floor (reference: performance.md): the speech encoder on 16 x 250 codes is ~0.95 TFLOP:
+Compute floor (docs/performance.md §3): the speech encoder on 16 x 250 codes is ~0.95 TFLOP:
 4.4 s at this CPU's measured 216 GFLOP/s fp32, 1.1 s at 840 GFLOP/s bf16.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import statistics
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from bench._common import conditions, import_oracle, markdown_table, time_fn, write_result
+from clvp.bench._common import (bench_parser, conditions, import_oracle, markdown_table, progress, results_dir, time_fn,
+                                write_result)
 
 BATCH, CODES, SPEECH_VOCAB = 16, 250, 8192
 REPEAT = 3
@@ -67,11 +67,12 @@ def cpu_isa() -> str:
     return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16 instructions: {', '.join(bf16) or 'none'}"
 
 
-def main():
+def main(argv=None):
     global REPEAT
-    parser = argparse.ArgumentParser(description="get_speech_features, 16 x 250 codes: ours vs transformers")
+    parser = bench_parser("get_speech_features, 16 x 250 codes: ours vs transformers")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="timed calls per variant after the warm-up (>= 3)")
-    REPEAT = max(3, parser.parse_args().repeat)
+    args = parser.parse_args(argv)
+    REPEAT = max(3, args.repeat)
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     torch.manual_seed(0)
     ids = torch.randint(0, SPEECH_VOCAB, (BATCH, CODES))
@@ -121,7 +122,7 @@ def main():
                     t = time_fn(fn, warmup=0, repeat=1)
                     cpu = time.process_time() - cpu0
                     runs[(impl, dtype)].append((t["median"], cpu))
-                    print(f"rep {rep}: {impl} {dtype} {t['median']:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+                    progress(f"rep {rep}: {impl} {dtype} {t['median']:.2f} s wall, {cpu:.2f} s CPU")
             for key, pairs in runs.items():
                 wall = [w for w, _ in pairs]
                 timings[key] = {"median": statistics.median(wall), "min": min(wall), "max": max(wall), "n": len(wall),
@@ -155,11 +156,11 @@ def main():
     if "none" in cpu_isa():
         notes.append("This CPU has no native bfloat16 matrix instructions (no AVX-512 BF16 / AMX), so torch emulates "
                      "bf16 matrix products at a small fraction of fp32 speed (ceilings above). The 4x bf16 target was "
-                     "set for a CPU with AVX-512 BF16 (performance.md: 840 GFLOP/s bf16); on this machine it cannot be "
+                     "set for a CPU with AVX-512 BF16 (docs/performance.md §3: 840 GFLOP/s bf16); on this machine it cannot be "
                      "met by bf16 arithmetic, and bf16 weights only pay off if matmuls are computed in fp32 "
                      "(F.linear(x.float(), W.float()) costs about the fp32 time here).")
     notes.append(f"FLOPs: {flop / 1e12:.3f} TFLOP per call (matmuls of 20 layers incl. attention, 16 x 250 codes). "
-                 "Floors from performance.md: 4.4 s fp32 (216 GFLOP/s), 1.1 s bf16 (840 GFLOP/s).")
+                 "Floors from docs/performance.md §3: 4.4 s fp32 (216 GFLOP/s), 1.1 s bf16 (840 GFLOP/s).")
     notes.append("Timings may be perturbed: the 2 cores are shared with other engineers' jobs (load averages at "
                  "start and end in the conditions). The 'median CPU s' column (this process's CPU time per call, "
                  "both threads) is less sensitive to other processes than wall time; re-run if min and max spread widely.")
@@ -175,7 +176,7 @@ def main():
         load_average_end=" ".join(f"{x:.2f}" for x in os.getloadavg()),
     )
     write_result("model", "CLVP get_speech_features, 16 x 250 codes, CPU: ours vs transformers 4.46.3", info, table,
-                 "\n\n".join(notes), suffix="-cpu")
+                 "\n\n".join(notes), suffix="-cpu", results=results_dir(args))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python -m bench.bench_rotary_attention`` (``--help`` for options).
 
-Shapes (performance.md §6.2): batch 1 and 16, 12 heads of 64, lengths 128 / 350 / 430, rotary width
+Shapes (docs/performance.md §6.2): batch 1 and 16, 12 heads of 64, lengths 128 / 350 / 430, rotary width
 32, key padding masks (row 0 unpadded, the others right-padded to a length drawn from [0.6 T, T]),
 q / k / v as the model passes them: permuted views of (B, T, H, D) projections.
 
@@ -11,7 +11,7 @@ Rows:
   only run in Triton's interpreter, a simulator whose timings mean nothing);
 * ``eager twin``: ``rotary_attention_ref``, the reference the model falls back to (rotation with a
   ``torch.cat`` per tensor, boolean mask, ``scaled_dot_product_attention``);
-* ``rotate+SDPA``: the careful plain-torch baseline of performance.md §6.2 (ii): one contiguous copy
+* ``rotate+SDPA``: the careful plain-torch baseline of docs/performance.md §6.2 (ii): one contiguous copy
   of q, k, v with the first R channels rotated in place, then SDPA with an additive mask built once;
 * ``HF ClvpSelfAttention``: transformers 4.46.3's module from ``.oracle/`` (eager softmax(QK^T)V with
   materialised scores). It includes its q/k/v/out projections, so its time covers more work than the
@@ -22,20 +22,17 @@ The peak is measured in the same process: a large matrix product in the benchmar
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench._common import conditions, cuda_time, device_name, markdown_table, time_fn, write_result
-from kernels.rotary_attention import apply_rotary_ref, rotary_attention_ref
+from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, device_name, markdown_table, progress,
+                                results_dir, time_fn, write_result)
+from clvp.kernels.rotary_attention import apply_rotary_ref, rotary_attention_ref
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = ROOT / ".oracle"
 HEADS, HEAD_DIM, ROT_DIM = 12, 64, 32
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -108,7 +105,7 @@ def short_gpu_name(device) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_parser(__doc__.split("\n")[0])
     parser.add_argument("--dtypes", default=None, help="comma list of fp32,fp16,bf16 (default: bf16,fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--lengths", default="128,350,430")
@@ -129,7 +126,7 @@ def main(argv=None):
 
     triton_fn = None
     if cuda:
-        from kernels.rotary_attention import rotary_attention as triton_fn
+        from clvp.kernels.rotary_attention import rotary_attention as triton_fn
 
     def timer(fn):
         if cuda:
@@ -190,7 +187,7 @@ def main(argv=None):
                         dname, b, t, name, sec * 1e3, tflops, 100.0 * flops / sec / peaks[dname],
                         (base / sec) if base else "",
                     ])
-                print(rows[-len(times):], flush=True)
+                progress(" | ".join(str(v) for v in rows[-1]))
         if hf_module is None and not args.no_hf:
             notes.append(f"HF ClvpSelfAttention not timed: {hf_why}")
 
@@ -230,6 +227,7 @@ def main(argv=None):
         markdown_table(headers, rows),
         "\n".join(f"- {n}" for n in text_notes),
         suffix=suffix,
+        results=results_dir(args),
     )
 
 

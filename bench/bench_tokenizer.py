@@ -1,8 +1,8 @@
 """The text front end: 1000 sentences through ``ClvpTokenizer``, ours against transformers 4.46.3.
 
-Run from the repository root: ``python -m bench.bench_tokenizer``.
+Run: ``python -m clvp.bench.bench_tokenizer [--save]``.
 
-Input: the sentences of ../shared/data/text/riding_hood.txt (split after . ! ?), repeated to 1000
+Input: the sentences of clvp/data/riding_hood.txt (split after . ! ?), repeated to 1000
 (about 90 characters each), on the real CLVP vocabulary. Timed in one process, CPU only (this is
 host work; there is nothing for a GPU to do):
 
@@ -21,18 +21,16 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
 
-from bench._common import conditions, markdown_table, time_fn, write_result
+from clvp.bench._common import ORACLE, bench_parser, conditions, markdown_table, results_dir, time_fn, write_result
+from clvp.data import path as data_path
 from clvp.normalizer import EnglishNormalizer
 from clvp.tokenization import ClvpTokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-TEXT = ROOT.parent / "shared" / "data" / "text" / "riding_hood.txt"
-HF_LAYOUT = ROOT.parent / "shared" / "data" / "tortoise" / "hf_layout"
-ORACLE = ROOT / ".oracle"
+TEXT = data_path("riding_hood.txt")
+VOCAB, MERGES = data_path("vocab.json"), data_path("merges.txt")  # the same vocabulary in HF's layout
 N_SENTENCES = 1000
-TARGET = 4.0  # issue 3: at least 4x faster than transformers
+TARGET = 4.0  # docs/performance.md §7.1: at least 4x faster than transformers
 
 
 def sentences(n: int = N_SENTENCES) -> list[str]:
@@ -51,11 +49,12 @@ def load_oracle():
     from transformers.models.clvp.number_normalizer import EnglishNormalizer as HFEnglishNormalizer
     from transformers.utils import logging
     logging.set_verbosity_error()
-    tok = HFClvpTokenizer(str(HF_LAYOUT / "vocab.json"), str(HF_LAYOUT / "merges.txt"))
+    tok = HFClvpTokenizer(str(VOCAB), str(MERGES))
     return transformers.__version__, tok, HFEnglishNormalizer()
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    args = bench_parser(__doc__.splitlines()[0]).parse_args(argv)
     import tokenizers
 
     texts = sentences()
@@ -113,7 +112,7 @@ def main() -> None:
     table = markdown_table(["call", "transformers 4.46.3, ms: median (min)", "ours, ms: median (min)",
                             "speed-up: median (min)"], rows)
     notes = (
-        f"Target (issue 3): at least {TARGET:.0f}x faster than transformers on 1000 sentences. Ids and masks were "
+        f"Target (docs/performance.md §7.1): at least {TARGET:.0f}x faster than transformers on 1000 sentences. Ids and masks were "
         "checked equal to transformers' before timing. Wall time of repeated calls (at least 1 s of them) after one "
         "warm-up, median and min; "
         "the machine is shared, so its load average is recorded. No GPU is involved: tokenization is host work."
@@ -121,7 +120,7 @@ def main() -> None:
     if oracle is None:
         notes += "\n\n.oracle (transformers 4.46.3) is not installed here, so only ours was timed."
     write_result("tokenizer", "ClvpTokenizer: 1000 sentences, ours vs transformers 4.46.3", info, table, notes,
-                 suffix="-cpu")
+                 suffix="-cpu", results=results_dir(args))
 
 
 if __name__ == "__main__":

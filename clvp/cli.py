@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 EXIT_USAGE = 2
+DEMO_CANDIDATES = 6  # small enough to run in seconds on a CPU
+RANK_CANDIDATES = 16  # as Tortoise's ultra_fast preset
 
 
 class CliError(Exception):
@@ -38,20 +40,20 @@ def _device_and_dtype(device: str | None, dtype: str | None):
 
 def _load_front_end(model_dir: Path | None):
     """Tokenizer and feature extractor: the model folder's own files when present, else the packaged
-    real CLVP vocabulary and Tortoise's mel norms."""
-    from .feature_extraction import ClvpFeatureExtractor
-    from .tokenization import ClvpTokenizer
+    real CLVP vocabulary and Tortoise's mel norms (``ClvpProcessor.from_pretrained`` decides)."""
+    import warnings
 
-    tok = None
-    fe = None
-    if model_dir is not None:
-        if (model_dir / "vocab.json").is_file() or (model_dir / "tokenizer.json").is_file():
-            tok = ClvpTokenizer.from_pretrained(model_dir)
-        if (model_dir / "preprocessor_config.json").is_file():
-            fe = ClvpFeatureExtractor.from_pretrained(model_dir)
-    tok = tok or ClvpTokenizer()
-    fe = fe or ClvpFeatureExtractor(mel_norms="tortoise")
-    return tok, fe
+    from .processing import ClvpProcessor
+
+    if model_dir is None:
+        processor = ClvpProcessor(tokenizer=None, feature_extractor=None)
+        return processor.tokenizer, type(processor.feature_extractor)(mel_norms="tortoise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        processor = ClvpProcessor.from_pretrained(model_dir)
+    for w in caught:
+        print(f"note: {w.message}")
+    return processor.tokenizer, processor.feature_extractor
 
 
 def _load_model(model_dir: Path | None, device, dtype, seed: int):
@@ -85,9 +87,17 @@ def _print_table(ranked, top: int, stop_code_free_len):
         codes = ranked.codes[r].tolist()
         preview = " ".join(str(c) for c in codes[:8]) + (" ..." if len(codes) > 8 else "")
         rows.append((r + 1, int(ranked.order[r]), float(ranked.scores[r]), stop_code_free_len(ranked.codes[r]), preview))
+    print("Candidates, best first. CLVP score: how well the candidate's speech codes match the text (higher is a")
+    print("better match). codes: how many speech codes the candidate has before its stop code (each stands for")
+    print("1024 audio samples, about 46 ms at 22.05 kHz). cand: the candidate's index in generation order.")
     print(f"{'rank':>4}  {'cand':>4}  {'CLVP score':>10}  {'codes':>5}  first codes")
     for rank, cand, score, n, preview in rows:
         print(f"{rank:>4}  {cand:>4}  {score:>10.4f}  {n:>5}  {preview}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so echoing it cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _speech_length(fix_codes):
@@ -108,10 +118,24 @@ def _speech_length(fix_codes):
 def _rank(args, *, demo: bool):
     import torch
 
-    import kernels
+    from . import kernels
+    from .generation import PRESETS
 
     model_dir = Path(args.model) if args.model else None
     device, dtype = _device_and_dtype(args.device, args.dtype)
+    voices = args.voice or [str(_resources() / "voice_lj.wav")]
+    # --preset sets the candidate count unless --candidates is given; the demo alone has a small default
+    candidates = args.candidates or (PRESETS[args.preset]["num_candidates"] if args.preset in PRESETS else None)
+    candidates = candidates or (DEMO_CANDIDATES if demo else RANK_CANDIDATES)
+    if demo:
+        where = "a small randomly initialised model" if model_dir is None else f"the model in {model_dir}"
+        print(f"CLVP demo on {where} ({device.type}, {str(dtype).replace('torch.', '')})")
+        if model_dir is None:
+            print("The weights are random, so the codes are noise and the ranking is arbitrary: this shows the pipeline,")
+            print("not speech. Point it at a real checkpoint with --model DIR (see README: convert-tortoise).")
+    print(f"Generating {candidates} candidates in batches of {args.batch_size} for {_printable(args.text)!r} in the voice of "
+          f"{', '.join(Path(v).name for v in voices)}, then ranking them by CLVP score.", flush=True)
+
     timings = {}
     t0 = time.perf_counter()
     model = _load_model(model_dir, device, dtype, args.seed)
@@ -122,23 +146,16 @@ def _rank(args, *, demo: bool):
     ids = tok(args.text, return_tensors="pt")["input_ids"].to(device)  # (1, T)
     timings["tokenize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    voices = args.voice or [str(_resources() / "voice_lj.wav")]
     feats = _voice_features(fe, voices, device).to(dtype)
     timings["log-mel"] = time.perf_counter() - t0
 
     ranked = model.generate_candidates(
-        ids, feats, num_candidates=args.candidates, batch_size=args.batch_size, preset=args.preset, seed=args.seed,
+        ids, feats, num_candidates=candidates, batch_size=args.batch_size, preset=args.preset, seed=args.seed,
         max_new_tokens=args.max_new_tokens, progress=True,
     )
     timings.update(ranked.timings)
 
-    if demo:
-        where = f"a small randomly initialised model" if model_dir is None else f"the model in {model_dir}"
-        print(f"CLVP demo on {where} ({device.type}, {str(dtype).replace('torch.', '')})")
-        if model_dir is None:
-            print("The weights are random, so the codes are noise and the ranking is arbitrary: this shows the pipeline,")
-            print("not speech. Point it at a real checkpoint with --model DIR (see README: convert-tortoise).")
-    print(f'text: "{args.text}"  ({ids.shape[1]} tokens)  voice: {", ".join(Path(v).name for v in voices)}')
+    print(f'text: "{_printable(args.text)}"  ({ids.shape[1]} tokens)  voice: {", ".join(Path(v).name for v in voices)}')
     _print_table(ranked, args.top, _speech_length(model.config.decoder_config.decoder_fixing_codes))
     print("stage times: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in timings.items()))
     print(f"kernel path: {kernels.describe(torch.empty(0, device=device))} (CLVP_KERNELS={kernels.backend()})")
@@ -221,20 +238,24 @@ def cmd_convert(args):
 
 def cmd_bench(args):
     import importlib
-    import inspect
 
-    names = args.only or ["rotary_attention", "decode_attention", "logmel"]
-    for name in names:
-        try:
-            module = importlib.import_module(f"bench.bench_{name}")
-        except ModuleNotFoundError as err:
-            raise CliError(f"benchmark bench/bench_{name}.py is not available ({err}); run from a source checkout") from None
-        print(f"== bench_{name} ==", flush=True)
-        if "argv" in inspect.signature(module.main).parameters:
-            module.main([])  # its own defaults, not clvp's command line
-        else:
-            module.main()
+    from .bench._common import IN_CHECKOUT
+
+    if args.save and args.results is None and not IN_CHECKOUT:
+        raise CliError("--save writes into bench/results/ of a source checkout; this is an installed package, "
+                       "so give --results DIR")
+    options = (["--save"] if args.save else []) + (["--results", str(args.results)] if args.results else [])
+    for name in args.only or BENCHMARKS:
+        if name not in ALL_BENCHMARKS:
+            raise CliError(f"unknown benchmark {name!r}; choose from {', '.join(ALL_BENCHMARKS)}")
+        module = importlib.import_module(f"clvp.bench.bench_{name}")
+        print(f"## bench_{name}\n", flush=True)
+        module.main(options)  # its own defaults, not clvp's command line
     return 0
+
+
+BENCHMARKS = ("rotary_attention", "decode_attention", "logmel")  # the kernel microbenchmarks: `clvp bench`
+ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,10 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
         sp.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
 
-    def ranking(sp, default_candidates, default_batch, default_new):
+    def ranking(sp, fallback_candidates, default_batch, default_new):
         sp.add_argument("--text", default="The quick brown fox jumps over the lazy dog.", help="text to speak")
         sp.add_argument("--voice", nargs="+", default=None, help="reference clips of one voice (any rate / channels)")
-        sp.add_argument("--candidates", type=int, default=default_candidates, help="number of candidates to sample")
+        sp.add_argument("--candidates", type=int, default=None,
+                        help=f"number of candidates to sample (default: the preset's, or {fallback_candidates} without one)")
         sp.add_argument("--batch-size", type=int, default=default_batch, help="candidates generated per batch")
         sp.add_argument("--preset", default=None, help="Tortoise preset: ultra_fast, fast, standard, high_quality")
         sp.add_argument("--max-new-tokens", type=int, default=default_new, help="most codes per candidate")
@@ -259,12 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the whole pipeline on a small random model (no download needed)")
     common(d, model_required=False)
-    ranking(d, default_candidates=6, default_batch=3, default_new=40)
+    ranking(d, fallback_candidates=DEMO_CANDIDATES, default_batch=3, default_new=40)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("rank", help="generate candidates for a text in a voice and rank them by CLVP score")
     common(r, model_required=True)
-    ranking(r, default_candidates=None, default_batch=16, default_new=None)
+    ranking(r, fallback_candidates=RANK_CANDIDATES, default_batch=16, default_new=None)
     r.set_defaults(func=cmd_rank)
 
     s = sub.add_parser("score", help="score given candidate codes against a text")
@@ -280,9 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None, help="config.json to use instead of sizes read off the tensors")
     c.set_defaults(func=cmd_convert)
 
-    b = sub.add_parser("bench", help="run the kernel microbenchmarks, print their tables and write bench/results/ "
-                                     "(or $CLVP_BENCH_RESULTS)")
-    b.add_argument("--only", nargs="+", default=None, help="rotary_attention, decode_attention, logmel")
+    b = sub.add_parser("bench", help="run the kernel microbenchmarks and print their tables")
+    b.add_argument("--only", nargs="+", default=None,
+                   help=f"benchmarks to run (default: {', '.join(BENCHMARKS)}; also {', '.join(ALL_BENCHMARKS[3:])})")
+    b.add_argument("--save", action="store_true", help="also write each table to bench/results/ (source checkout) "
+                                                       "or to --results DIR")
+    b.add_argument("--results", type=Path, default=None, help="folder for --save")
     b.set_defaults(func=cmd_bench)
     return p
 

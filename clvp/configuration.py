@@ -101,7 +101,7 @@ class ClvpEncoderConfig(_Config):
     vocab_size: int = 256  # text vocabulary; the real speech encoder uses 8192 (see ClvpConfig)
     hidden_size: int = 768
     intermediate_size: int = 1536  # GLU width: fc1 projects to 2 * intermediate_size, then halves
-    projection_dim: int = 768  # output embedding size; also sets the rotary width (quirk, §2.1)
+    projection_dim: int = 768  # output embedding size; also sets the rotary width (quirk, docs/model.md §2.1)
     num_hidden_layers: int = 20
     num_attention_heads: int = 12  # head_dim = hidden_size // num_attention_heads = 64
     hidden_act: str = "gelu"  # exact (erf) GELU in the GLU gate
@@ -136,7 +136,8 @@ class ClvpEncoderConfig(_Config):
 
     @property
     def rotary_dim(self) -> int:
-        """Rotary width: ``max(projection_dim // (2 * heads), 32)`` as transformers computes it (§2.1)."""
+        """Rotary width: ``max(projection_dim // (2 * heads), 32)``, as transformers computes it
+        (docs/model.md §2.1)."""
         return max(self.projection_dim // (self.num_attention_heads * 2), 32)
 
     @classmethod

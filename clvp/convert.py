@@ -1,6 +1,6 @@
 """Convert the original Tortoise checkpoints (autoregressive.pth + clvp2.pth) to Hugging Face's layout.
 
-Key mapping: reference.md §1.4 (transformers' ``convert_clvp_to_hf.py``). Both files are read with
+Key mapping: docs/model.md §1.4 (transformers' ``convert_clvp_to_hf.py``). Both files are read with
 ``torch.load(..., weights_only=True)``: a checkpoint never runs code. Sizes are read off the tensors;
 attention heads are not stored in a checkpoint, so they follow Tortoise's 64 channels per head
 unless a config is given.

@@ -1,7 +1,7 @@
 """``ClvpFeatureExtractor``: raw speech to CLVP's normalised log-mel features, in torch.
 
 Same API, defaults, padding rules and numbers as Hugging Face's NumPy ``ClvpFeatureExtractor``
-(transformers 4.46.3; reference.md §4): each clip is padded or truncated to ``max_length`` samples
+(transformers 4.46.3; docs/model.md §4): each clip is padded or truncated to ``max_length`` samples
 (``default_audio_length`` seconds unless given), then a centred, reflect-padded STFT with a periodic
 Hann window, power 2, an HTK-scale mel bank with Slaney area normalisation from 0 to 8 kHz,
 ``log(clamp(mel, 1e-5))`` and, when set, division by ``mel_norms``.
@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-import kernels
+from . import kernels
 
 CONFIG_NAME = "preprocessor_config.json"
 _PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")

@@ -1,6 +1,6 @@
 """Speech-code generation with a static KV cache, and CLVP reranking of candidates (Tortoise's loop).
 
-Semantics are transformers 4.46.3's (reference.md §3), not 5.x's: the prefill sees the prompt at
+Semantics are transformers 4.46.3's (docs/model.md §3), not 5.x's: the prefill sees the prompt at
 positions 0..L-1 and the fed-back code k (k >= 1) takes mel position k + 1 (``positions="hf"``), or
 k as Tortoise computes it without a cache (``positions="contiguous"``). Start and stop codes come
 from the decoder config (8192 / 8193), never from the text config.
@@ -366,7 +366,7 @@ _LoopResult = GenerateDecoderOnlyOutput
 def _graphs_enabled(cfg: GenerationConfig, x: torch.Tensor) -> bool:
     """CUDA graphs need a capturable step: CUDA tensors and the Triton decode kernel (the eager
     reference reads the valid length on the host)."""
-    import kernels
+    from . import kernels
 
     if cfg.use_cuda_graph is False or not x.is_cuda:
         return False
@@ -717,7 +717,7 @@ def _conditioning(model, input_ids, input_features, inputs_embeds, attention_mas
 @torch.no_grad()
 def composite_generate(model, input_ids=None, input_features=None, attention_mask=None, generation_config=None,
                        pad_to_max_mel_tokens=None, output_hidden_states=None, **kwargs):
-    """``ClvpModelForConditionalGeneration.generate`` (reference.md §3.1), always returning a ClvpOutput."""
+    """``ClvpModelForConditionalGeneration.generate`` (docs/model.md §3.1), always returning a ClvpOutput."""
     from .modeling import pad_extra_bos_eos_tokens
     from .outputs import ClvpOutput
 
@@ -824,7 +824,7 @@ def generate_candidates(model, input_ids, input_features, *, num_candidates=None
     t0 = time.perf_counter()
     batches = [min(batch_size, n - i) for i in range(0, n, batch_size)]
     codes = []
-    bar = tqdm(total=n, desc="generating candidates", unit="cand", disable=not progress or len(batches) == 1)
+    bar = tqdm(total=n, desc="generating candidates", unit="cand", disable=not progress)
     for size in batches:
         cfg_b = cfg.copy()
         cfg_b.num_return_sequences = size

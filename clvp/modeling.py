@@ -1,10 +1,11 @@
 """CLVP in PyTorch: text/speech encoders, conditioning encoder, GPT-2-style decoder, composite model.
 
-State-dict keys and shapes are exactly transformers' (reference.md §1.2-1.3), so Hugging Face
+State-dict keys and shapes are exactly transformers' (docs/model.md §1.2-1.3), so Hugging Face
 checkpoints load unchanged. The attention goes through ``kernels`` (Triton on CUDA, eager torch
 otherwise). CLVP quirks kept on purpose, each marked "quirk" below: rotary on q, k *and* v with a
 partial width derived from ``projection_dim``; mean pooling over padded positions; two LayerNorms
-before the LM head; GPT-2 Conv1D weights stored (in, out).
+before the LM head; GPT-2 Conv1D weights stored (in, out). Section numbers (§) in this file refer
+to docs/model.md.
 
 Precision: rotary angles, softmax and norm statistics run in float32 whatever the weights' dtype.
 """
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+from . import kernels
 
 from .configuration import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
 from .loading import PreTrainedMixin
@@ -931,7 +932,7 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel):
     def generate(self, input_ids=None, input_features=None, attention_mask=None, generation_config=None,
                  pad_to_max_mel_tokens=None, output_hidden_states=None, **kwargs) -> ClvpOutput:
         """Generate speech codes for the text in the voice of ``input_features`` and score them with
-        CLVP (reference.md §3.1). Always returns a ClvpOutput with ``speech_ids`` (fixed codes),
+        CLVP (docs/model.md §3.1). Always returns a ClvpOutput with ``speech_ids`` (fixed codes),
         ``logits_per_text``, ``logits_per_speech``, ``text_embeds``, ``speech_embeds``.
 
         Generation arguments (``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``typical_p``,

@@ -1,7 +1,7 @@
 """CLVP's English text normalizer, in two modes.
 
 ``EnglishNormalizer("hf")`` (the default) gives exactly the text transformers 4.46.3's
-``ClvpTokenizer`` feeds to its BPE, quirks included (reference.md §5):
+``ClvpTokenizer`` feeds to its BPE, quirks included (docs/model.md §5.3):
 
 1. non-ASCII characters are *dropped* ("café" -> "caf", so "£" is gone before its rule can fire);
 2. lowercase;

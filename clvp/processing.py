@@ -21,6 +21,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import warnings
+from pathlib import Path
 
 from .tokenization import BatchEncoding, ClvpTokenizer
 
@@ -119,7 +121,11 @@ class ClvpProcessor:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ClvpProcessor":
         """Load both parts from one local directory; each keyword goes to the part(s) whose constructor
-        takes it (e.g. ``pad_token=`` to the tokenizer, ``padding_value=`` to the feature extractor)."""
+        takes it (e.g. ``pad_token=`` to the tokenizer, ``padding_value=`` to the feature extractor).
+
+        A folder without ``preprocessor_config.json`` (or without ``vocab.json`` / ``tokenizer.json``),
+        such as one written by ``model.save_pretrained`` or ``clvp convert-tortoise``, gets the packaged
+        part instead (Tortoise's mel norms; the real CLVP vocabulary), with a warning that says so."""
         fe_class = _feature_extractor_class()
         fe_keys = _parameters(fe_class.__init__)
         tok_keys = _parameters(ClvpTokenizer.__init__) - {"vocab_file", "merges_file", "tokenizer_file"}
@@ -127,10 +133,26 @@ class ClvpProcessor:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s) {unknown}: the tokenizer takes {sorted(tok_keys)}, "
                             f"the feature extractor {sorted(fe_keys)}")
-        feature_extractor = fe_class.from_pretrained(pretrained_model_name_or_path,
-                                                     **{k: v for k, v in kwargs.items() if k in fe_keys})
-        tokenizer = ClvpTokenizer.from_pretrained(pretrained_model_name_or_path,
-                                                  **{k: v for k, v in kwargs.items() if k in tok_keys})
+        fe_kwargs = {k: v for k, v in kwargs.items() if k in fe_keys}
+        tok_kwargs = {k: v for k, v in kwargs.items() if k in tok_keys}
+        folder = Path(pretrained_model_name_or_path)
+        packaged = []
+        if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
+            # a model folder from save_pretrained or convert-tortoise holds no processor files: use the
+            # real checkpoint's extractor settings (Tortoise's mel norms), as the clvp command does
+            fe_kwargs.setdefault("mel_norms", "tortoise")
+            feature_extractor = fe_class(**fe_kwargs)
+            packaged.append("feature extractor (Tortoise's mel norms)")
+        else:
+            feature_extractor = fe_class.from_pretrained(pretrained_model_name_or_path, **fe_kwargs)
+        if folder.is_dir() and not any((folder / name).is_file() for name in ("vocab.json", "tokenizer.json")):
+            tokenizer = ClvpTokenizer(**tok_kwargs)
+            packaged.append("tokenizer (the real CLVP vocabulary)")
+        else:
+            tokenizer = ClvpTokenizer.from_pretrained(pretrained_model_name_or_path, **tok_kwargs)
+        if packaged:
+            warnings.warn(f"{folder} holds no processor files; using the packaged {' and '.join(packaged)}. "
+                          "processor.save_pretrained(folder) writes them there.", UserWarning, stacklevel=2)
         return cls(feature_extractor, tokenizer)
 
     def __repr__(self) -> str:

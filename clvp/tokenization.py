@@ -1,7 +1,7 @@
 """``ClvpTokenizer``: CLVP's byte-level BPE tokenizer with Hugging Face's API, on the ``tokenizers`` library.
 
 Ids equal transformers 4.46.3's (slow, pure-Python) ``ClvpTokenizer`` for the same vocabulary on any
-text (reference.md §5); the BPE runs in Rust (``tokenizers``) and the English normalizer is cheap
+text (docs/model.md §5); the BPE runs in Rust (``tokenizers``) and the English normalizer is cheap
 (clvp/normalizer.py), so a batch is several times faster. The pipeline per text:
 
 1. split on the added (special) tokens ``<|endoftext|>``, ``[STOP]``, ``[UNK]`` (kept whole, as

@@ -1,4 +1,4 @@
-"""Waveform to normalised log-mel spectrogram (CLVP's feature front end, reference.md §4).
+"""Waveform to normalised log-mel spectrogram (CLVP's feature front end, docs/model.md §4).
 
 Per clip: centred STFT with reflect padding (``n_fft // 2`` samples each side), analysis window
 (periodic Hann for CLVP), power 2, mel projection, ``log(clamp(mel, 1e-5))``, division by the

@@ -1,6 +1,6 @@
 """Bidirectional attention with CLVP's partial rotary embedding on q, k *and* v.
 
-CLVP quirks (reference.md §2.1-2.2): the rotation is the half-split (GPT-NeoX) one over the first
+CLVP quirks (docs/model.md §2.1-2.2): the rotation is the half-split (GPT-NeoX) one over the first
 ``rotary_dim`` channels of every head (32 of 64 in the real model), the remaining channels pass
 through, and *v is rotated too* (an x-transformers legacy) without being un-rotated afterwards.
 The encoders mask padded keys only (queries at padded positions still produce output).
@@ -96,7 +96,7 @@ def _load_rotated_halves(
 ):
     """The rotated first R channels of x at positions offs_t, as two (len(offs_t), len(offs_h)) halves.
 
-    Half-split rotation (reference.md §2.1), with x1 = x[:, :h], x2 = x[:, h:R] and the tables' halves:
+    Half-split rotation (docs/model.md §2.1), with x1 = x[:, :h], x2 = x[:, h:R] and the tables' halves:
         rot(x)[:, :h]  = x1 * cos[:, :h]  - x2 * sin[:, :h]
         rot(x)[:, h:R] = x2 * cos[:, h:R] + x1 * sin[:, h:R]
     computed in float32 and rounded back to the input dtype, as the reference does. Splitting the

@@ -24,9 +24,10 @@ settings.register_profile("cuda", max_examples=100, deadline=None, print_blob=Tr
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # the published vocabulary and mel norms, to check the packaged copies
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ORACLE_DIR = ROOT / ".oracle"
+LJ_CLIPS = ("voice_lj.wav", "voice_lj_2.wav")  # the two LJ Speech clips in clvp/data
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

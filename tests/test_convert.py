@@ -1,4 +1,4 @@
-"""Tortoise checkpoint conversion (reference.md §1.4) on small synthetic Tortoise-shaped state dicts.
+"""Tortoise checkpoint conversion (docs/model.md §1.4) on small synthetic Tortoise-shaped state dicts.
 
 Expected placements come from the mapping itself (every synthetic tensor holds distinct values, so
 each converted tensor can be traced to its source), and, when the oracle folder exists, from
@@ -97,7 +97,7 @@ def test_decoder_attention_split_follows_gpt2_layout():
 
 
 def test_conditioning_qkv_is_split_per_head():
-    """reference.md §1.4: for head h, q rows 192h..192h+64, k 192h+64.., v 192h+128.. (64-channel heads)."""
+    """docs/model.md §1.4: for head h, q rows 192h..192h+64, k 192h+64.., v 192h+128.. (64-channel heads)."""
     ar = tortoise_autoregressive(dim=128)
     out = convert_autoregressive(ar, heads=2)
     qkv = ar["conditioning_encoder.attn.0.qkv.weight"][:, :, 0]  # (384, 128)

@@ -19,15 +19,15 @@ import pytest
 import torch
 from hypothesis import example, given
 
-import kernels
-from kernels.decode_attention import _decode_attention, decode_attention, decode_attention_ref
+from clvp import kernels
+from clvp.kernels.decode_attention import _decode_attention, decode_attention, decode_attention_ref
 from tests._asserts import assert_close_verbose
 from tests._tolerances import allowed_error
 from tests.conftest import ROOT, requires_cuda
 from tests.strategies import decode_attention_cases
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-_mod = sys.modules["kernels.decode_attention"]  # `kernels.decode_attention` is the dispatch function
+_mod = sys.modules["clvp.kernels.decode_attention"]  # `kernels.decode_attention` is the dispatch function
 
 
 def make_cache(clean: torch.Tensor, layout: str, lengths: list[int]) -> torch.Tensor:

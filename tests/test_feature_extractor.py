@@ -4,7 +4,8 @@ Expected values come from tests/fixtures/feature_extractor.{json,npz}, written b
 (tests/golden/make_feature_extractor.py): mel filter banks, preprocessor_config.json texts, and the
 features and masks of synthetic calls covering the padding rules (max_length, longest, do_not_pad,
 truncation, pad_to_multiple_of, left padding, norms, short and one-sample clips) and of the real
-LJ Speech clips. The bound is the issue's 1e-4 in the log domain (the CPU path measures ~1e-6).
+LJ Speech clips. The bound is the project's 1e-4 in the log domain (docs/parity.md §5; the CPU path
+measures ~1e-6).
 The Triton path (``CLVP_KERNELS=triton``, Triton's interpreter on the CPU) runs the small calls;
 the full-size LJ features through the kernel run under ``@requires_cuda``.
 """
@@ -23,7 +24,8 @@ from hypothesis import given
 
 from clvp.feature_extraction import BatchFeature, ClvpFeatureExtractor, tortoise_mel_norms
 from tests._asserts import assert_close_verbose
-from tests.conftest import FIXTURES, ORACLE_DIR, ROOT, SHARED_DATA, requires_cuda
+from clvp.data import path as data_path
+from tests.conftest import DATA, FIXTURES, LJ_CLIPS, ORACLE_DIR, ROOT, requires_cuda
 from tests.strategies import clip_batches
 
 GOLDEN_BOUND = 1e-4
@@ -42,7 +44,7 @@ def golden():
 
 @pytest.fixture(scope="module")
 def lj():
-    return [sf.read(str(SHARED_DATA / "tortoise" / f"lj_{i}.wav"), dtype="float32")[0] for i in (1, 2)]
+    return [sf.read(str(data_path(name)), dtype="float32")[0] for name in LJ_CLIPS]
 
 
 def extractor(config: str) -> ClvpFeatureExtractor:
@@ -171,7 +173,7 @@ def test_defaults_match_reference_section_4():
 
 
 def test_tortoise_norms(golden):
-    shared = json.loads((SHARED_DATA / "tortoise" / "mel_norms.json").read_text())
+    shared = json.loads((DATA / "tortoise" / "mel_norms.json").read_text())
     assert tortoise_mel_norms() == [float(v) for v in shared]
     assert len(shared) == 80 and all(v < 0 for v in shared)
     fe = ClvpFeatureExtractor(mel_norms="tortoise")

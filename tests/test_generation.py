@@ -4,7 +4,7 @@ behaviour the oracle does not cover: position schemes, the static cache, candida
 Fixtures come from ``PYTHONPATH=.oracle python tests/golden/make_generation.py``: small random models
 (``generation_base``; ``generation_early_stop``, whose rows stop at different steps) with the oracle's
 sequences for greedy, beam and sampling cases, and ``generation_processors.*`` (random logits through
-the oracle's logits processors). Expected values come from the oracle, from reference.md, or from
+the oracle's logits processors). Expected values come from the oracle, from docs/model.md, or from
 reference loops written here on top of the model's own no-cache forward.
 """
 from __future__ import annotations
@@ -68,7 +68,8 @@ def _cases(call: str) -> list:
 
 
 def _text_eos(ids: torch.Tensor) -> torch.Tensor:
-    """The text as CLVP's text encoder sees it in generate: the ids, then the text eos 0 (reference §6.2)."""
+    """The text as CLVP's text encoder sees it in generate: the ids, then the text eos 0
+    (docs/model.md §6.2)."""
     return F.pad(ids, (0, 1), value=0)
 
 
@@ -88,7 +89,7 @@ def _our_kwargs(case: dict) -> dict:
 
 
 def fix_reference(raw: torch.Tensor, stop: int, fix=(83, 45, 45, 248)) -> torch.Tensor:
-    """reference.md §3.3 written out per row: drop the start column; from b = min(first stop, T-3) on,
+    """docs/model.md §3.3 written out per row: drop the start column; from b = min(first stop, T-3) on,
     every column is the filler, the last three (or fewer) being 45, 45, 248; rows without a stop unchanged."""
     rows = []
     for row in raw[:, 1:].tolist():
@@ -149,8 +150,8 @@ def check_composite_case(name, case_name: str) -> None:
     out = model.generate(input_ids=ids, input_features=feats, pad_to_max_mel_tokens=case["pad_to_max_mel_tokens"],
                          **kwargs)
     if "oracle_crash" in case:
-        # 4.46.3's fix_speech_decoder_output crashes on rows shorter than 3 codes (fixed in 5.x, §6.3):
-        # ours must not, and must follow §3.3
+        # 4.46.3's fix_speech_decoder_output crashes on rows shorter than 3 codes (fixed in 5.x,
+        # docs/model.md §6.3): ours must not, and must follow docs/model.md §3.3
         assert out.speech_ids.tolist() == fix_reference(want_raw, model.config.decoder_config.eos_token_id).tolist()
         return
     assert out.speech_ids.tolist() == g[f"{case_name}.speech_ids"].tolist(), f"{case_name}: fixed codes differ"
@@ -220,7 +221,8 @@ def test_pad_to_max_mel_tokens_pads_with_the_decoder_stop_code(monkeypatch):
     out = model.generate(input_ids=g["in.text_ids"][:1], input_features=g["in.features"][:1], max_new_tokens=3,
                          pad_to_max_mel_tokens=15)
     raw = seen["raw"]
-    assert raw.shape == (1, 15) and out.speech_ids.shape == (1, 14)  # §3.4: pad_to_max_mel_tokens - 1 codes
+    # docs/model.md §3.4: pad_to_max_mel_tokens - 1 codes
+    assert raw.shape == (1, 15) and out.speech_ids.shape == (1, 14)
     assert raw[0, 4:].tolist() == [stop] * 11  # start + 3 codes, then the stop code (not the text eos 0)
     assert out.speech_ids[0, -3:].tolist() == [45, 45, 248]
 
@@ -286,7 +288,7 @@ def test_processor_list_matches_oracle(name):
 
 
 # ----------------------------------------------------------------------------------------------
-# fix_speech_decoder_output (reference.md §3.3) and start/stop codes
+# fix_speech_decoder_output (docs/model.md §3.3) and start/stop codes
 # ----------------------------------------------------------------------------------------------
 
 
@@ -304,7 +306,7 @@ def _default_codes_model() -> ClvpModelForConditionalGeneration:
 
 
 @pytest.mark.parametrize("raw,want", [
-    ([8192, 5, 6, 8193, 7, 8, 9, 10], [5, 6, 83, 83, 45, 45, 248]),  # reference §3.3, verified example
+    ([8192, 5, 6, 8193, 7, 8, 9, 10], [5, 6, 83, 83, 45, 45, 248]),  # docs/model.md §3.3 example
     ([8192, 1, 2, 3, 4, 5, 6, 8193], [1, 2, 3, 4, 45, 45, 248]),  # stop in the last column
     ([8192, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5]),  # no stop: unchanged
     ([8192, 8193, 8193, 8193, 8193], [83, 45, 45, 248]),  # stop at once
@@ -388,7 +390,7 @@ def test_generator_is_advanced_not_reset():
 
 
 def _prompt(model, ids, feats):
-    """The decoder prompt E (reference §3.2): [conditioning, emb(start) + pos(0)], (B, L, C)."""
+    """The decoder prompt E (docs/model.md §3.2): [conditioning, emb(start) + pos(0)], (B, L, C)."""
     lm = model.speech_decoder_model
     dec = lm.model.decoder
     cond = model.conditioning_encoder(input_features=feats, input_ids=_text_eos(ids))  # (B, 1 + T + 3, C)
@@ -485,7 +487,11 @@ def test_candidates_in_batches_with_progress_bar(monkeypatch, capfd):
     model.generate_candidates(g["in.text_ids"][:1], g["in.features"][:1], num_candidates=3, batch_size=4,
                               max_new_tokens=6, seed=0)
     assert [c["cfg"].num_return_sequences for c in spy.calls] == [3]
-    assert "generating candidates" not in capfd.readouterr().err  # one batch: no bar
+    assert "3/3" in capfd.readouterr().err  # one batch still shows its progress
+
+    model.generate_candidates(g["in.text_ids"][:1], g["in.features"][:1], num_candidates=3, batch_size=4,
+                              max_new_tokens=6, seed=0, progress=False)
+    assert "generating candidates" not in capfd.readouterr().err  # progress=False: no bar
 
 
 def test_candidates_ranked_by_recomputed_clvp_scores():

@@ -1,4 +1,4 @@
-"""Live comparison with transformers 4.46.3 on fresh random models (needs /work/main/.oracle).
+"""Live comparison with transformers 4.46.3 on fresh random models (needs .oracle/, installed by .ci/run).
 
 Each example runs ``tests/golden/make_generation.py --random-seed S`` in a subprocess with the oracle
 on ``PYTHONPATH`` (the library never imports transformers), which builds a random small model, saves

@@ -1,13 +1,13 @@
 """Log-mel front end (kernels/logmel.py): the reference against NumPy math, the Triton kernel against
 the reference, and both against transformers' NumPy extractor on real speech.
 
-Two-level oracle (style.md §6):
+Two-level oracle (docs/parity.md §5):
 * ``log_mel_ref`` (float64 DFT) against an independent NumPy float64 computation (``np.pad``
   reflect, ``np.fft.rfft``) and, via tests/fixtures/feature_extractor.npz, against transformers 4.46.3;
 * the Triton kernel (float32 DFT as four folded ``tl.dot(..., input_precision="ieee")`` products)
   against ``log_mel_ref``: its error may be at most ``2 * max|ref32 - ref64| + 1e-5`` (ref32: the
   same reference in float32, i.e. plain ``torch.stft`` precision) and never more than 1e-4, the
-  issue's bound in the log domain.
+  project's bound in the log domain (docs/parity.md §5).
 
 On CPU the kernel runs in Triton's interpreter (conftest sets TRITON_INTERPRET=1), with small
 n_fft; the real 1024/256 configuration runs on a short LJ Speech excerpt here and in full under
@@ -21,15 +21,16 @@ import soundfile as sf
 import torch
 from hypothesis import example, given
 
-import kernels
+from clvp import kernels
 from clvp.feature_extraction import hann_window, mel_filter_bank, tortoise_mel_norms
-from kernels.logmel import _COUNTERS, log_mel, log_mel_ref, reflect_indices
+from clvp.kernels.logmel import _COUNTERS, log_mel, log_mel_ref, reflect_indices
 from tests._asserts import assert_close_verbose
 from tests._tolerances import ATOL_FLOOR
-from tests.conftest import FIXTURES, SHARED_DATA, requires_cuda
+from clvp.data import path as data_path
+from tests.conftest import FIXTURES, LJ_CLIPS, requires_cuda
 from tests.strategies import log_mel_cases
 
-LOG_DOMAIN_BOUND = 1e-4  # issue 7: max error in the log domain against float64 NumPy
+LOG_DOMAIN_BOUND = 1e-4  # max error in the log domain against float64 NumPy (docs/performance.md §6.3)
 
 
 def numpy_log_mel(wav, window, filters, norms, n_fft, hop):
@@ -83,7 +84,7 @@ def make_params(case: dict, device="cpu"):
 
 
 def read_lj(n_samples=None):
-    clips = [sf.read(str(SHARED_DATA / "tortoise" / f"lj_{i}.wav"), dtype="float32")[0] for i in (1, 2)]
+    clips = [sf.read(str(data_path(name)), dtype="float32")[0] for name in LJ_CLIPS]
     n = min(len(c) for c in clips) if n_samples is None else n_samples
     return torch.tensor(np.stack([c[:n] for c in clips]))  # (2, n)
 

@@ -10,8 +10,9 @@ into ``tests/fixtures/model_<case>/`` together with the oracle's outputs on fixe
 * ``wide_proj`` — rotary 64 == head_dim 64 derived from projection_dim 128; biases everywhere;
 
 all with right-padded text, padded speech ids, a left-padded decoder batch and a cached decode step.
-Everything is compared in float32 to ``ATOL`` = 1e-4 (the issue's bound; the measured differences
-are ~1e-6, float32 reassociation). Precision tests (bf16/fp16) compare against the same fp32 golden.
+Everything is compared in float32 to ``ATOL`` = 1e-4 (the project's bound, docs/parity.md §5; the
+measured differences are ~1e-6, float32 reassociation). Precision tests (bf16/fp16) compare against
+the same fp32 golden.
 """
 from __future__ import annotations
 

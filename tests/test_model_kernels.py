@@ -3,7 +3,7 @@ Triton's interpreter on the CPU) against CLVP_KERNELS=eager, and the dispatch's 
 import pytest
 import torch
 
-import kernels
+from clvp import kernels
 from clvp import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig, ClvpModelForConditionalGeneration
 
 from _asserts import assert_close_verbose

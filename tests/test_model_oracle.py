@@ -1,4 +1,4 @@
-"""Live comparison with the oracle, transformers 4.46.3 in /work/main/.oracle (reference.md, "oracle").
+"""Live comparison with the oracle, transformers 4.46.3 in .oracle/ (installed by .ci/run; docs/parity.md §3).
 
 Skipped when that folder is missing (CI relies on the committed fixtures of tests/test_model.py).
 transformers never enters this process: each oracle step runs in a subprocess with

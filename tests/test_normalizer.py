@@ -2,7 +2,7 @@
 
 Expected values: tests/fixtures/tokenizer_normalizer.json (made by tests/golden/make_tokenizer.py
 from transformers 4.46.3's ``EnglishNormalizer`` and from Tortoise's ``english_cleaners`` over
-inflect + unidecode), and the facts of reference.md §5.
+inflect + unidecode), and the facts of docs/model.md §5.3-5.4.
 """
 import json
 
@@ -40,7 +40,7 @@ def test_tortoise_mode_equals_tortoise_cleaners():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        # reference.md §5: transformers' quirks, kept in the default mode
+        # docs/model.md §5.3: transformers' quirks, kept in the default mode
         ("café", "caf"),
         ("1st 2nd 21st", "onest twond twenty-onest"),
         ("1995", "one thousand, nine hundred ninety-five"),
@@ -58,7 +58,7 @@ def test_hf_mode_facts(text, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        # issue 3: what the model was trained with
+        # docs/model.md §5.4: what the model was trained with
         ("21st", "twenty-first"),
         ("1995", "nineteen ninety-five"),
         ("café", "cafe"),

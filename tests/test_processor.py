@@ -23,7 +23,7 @@ from make_tokenizer import processor_clips  # noqa: E402  (the clips are made in
 PROCESSOR = json.loads((FIXTURES / "tokenizer_processor.json").read_text(encoding="utf-8"))
 CLIPS = processor_clips()
 PROC = ClvpProcessor(ClvpFeatureExtractor(), ClvpTokenizer())
-FEATURE_ATOL = 1e-4  # issue 3: within 1e-4 of transformers' NumPy extractor
+FEATURE_ATOL = 1e-4  # within 1e-4 of transformers' NumPy extractor (docs/parity.md §5)
 
 
 def _call(proc, call):

@@ -16,8 +16,8 @@ import pytest
 import torch
 from hypothesis import example, given
 
-import kernels
-from kernels.rotary_attention import apply_rotary_ref, rotary_attention, rotary_attention_ref
+from clvp import kernels
+from clvp.kernels.rotary_attention import apply_rotary_ref, rotary_attention, rotary_attention_ref
 from tests._asserts import assert_close_verbose
 from tests._tolerances import allowed_error
 from tests.conftest import ROOT, requires_cuda
@@ -27,7 +27,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: Triton's interpr
 
 
 def rotary_tables(length: int, rot_dim: int, device="cpu"):
-    """CLVP's tables (reference.md §2.1): angles t * 10000^(-2i/R), duplicated as cat(freqs, freqs)."""
+    """CLVP's tables (docs/model.md §2.1): angles t * 10000^(-2i/R), duplicated as cat(freqs, freqs)."""
     inv_freq = 1.0 / (10000 ** (torch.arange(0, rot_dim, 2, dtype=torch.float32, device=device) / rot_dim))
     freqs = torch.arange(length, dtype=torch.float32, device=device)[:, None] * inv_freq  # (T, R/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, R)
@@ -110,7 +110,7 @@ def test_matches_reference(case):
 
 def test_rotary_moves_scores_and_values():
     """Math check independent of both implementations: a rotary width of 0 equals plain SDPA, and a
-    non-zero width changes the output (q, k *and* v are rotated, reference.md §2.1)."""
+    non-zero width changes the output (q, k *and* v are rotated, docs/model.md §2.1)."""
     gen = torch.Generator().manual_seed(1)
     q, k, v = torch.randn(3, 1, 2, 20, 32, generator=gen).to(DEVICE)
     plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)

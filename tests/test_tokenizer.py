@@ -1,9 +1,9 @@
 """``ClvpTokenizer`` (clvp/tokenization.py) against transformers 4.46.3's ``ClvpTokenizer``.
 
 Expected values come from tests/fixtures/tokenizer_ids.json (made by tests/golden/make_tokenizer.py
-with the oracle on the real vocabulary) and from reference.md §5 / §7; the properties (padding,
-batching, round trips) are checked with hypothesis; ``-m oracle`` also compares against the live
-oracle on random texts (one subprocess per batch of texts).
+with the oracle on the real vocabulary) and from docs/model.md §5 / docs/parity.md §7; the
+properties (padding, batching, round trips) are checked with hypothesis; ``-m oracle`` also compares
+against the live oracle on random texts (one subprocess per batch of texts).
 """
 import json
 import os
@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clvp.tokenization import ClvpTokenizer
-from conftest import FIXTURES, ORACLE_DIR, ROOT, SHARED_DATA
+from conftest import DATA, FIXTURES, ORACLE_DIR, ROOT
 from strategies import clvp_texts, vocab_texts
 
 IDS = json.loads((FIXTURES / "tokenizer_ids.json").read_text(encoding="utf-8"))
-HF_LAYOUT = SHARED_DATA / "tortoise" / "hf_layout"
+HF_LAYOUT = DATA / "hf_layout"
 TOK = ClvpTokenizer()  # the packaged real vocabulary
 NUMBERS_SENTENCE = "hello and this is an example text and I have $1000. my lucky number is 12345."
-# reference.md §7.3
+# transformers' slow test_outputs_with_numbers (docs/parity.md §7.3)
 NUMBERS_IDS = [62, 84, 28, 2, 53, 2, 147, 2, 54, 2, 43, 2, 169, 122, 29, 64, 2, 136, 37, 33, 2, 53, 2, 22, 2, 148, 2,
                110, 2, 40, 206, 53, 2, 134, 84, 59, 32, 9, 2, 125, 2, 25, 34, 197, 38, 2, 27, 231, 15, 44, 2, 54, 2, 33,
                100, 25, 76, 2, 40, 206, 53, 7, 2, 40, 46, 18, 2, 21, 97, 17, 219, 2, 87, 210, 8, 19, 22, 76, 9]
@@ -133,7 +133,7 @@ def test_small_hf_test_vocabulary(tmp_path):
     assert len(tok) == small["len"]
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) == tuple(
         small["special_ids"][k] for k in ("bos", "eos", "pad", "unk"))
-    # reference.md §5
+    # transformers' small-vocabulary test (docs/model.md §5.2)
     assert tok.tokenize("lower newer") == ["l", "o", "w", "er", "[SPACE]", "n", "e", "w", "er"]
     assert tok.convert_tokens_to_ids(tok.tokenize("lower newer") + ["<unk>"]) == [0, 1, 2, 15, 21, 9, 3, 2, 15, 19]
     for case in small["cases"]:
@@ -172,9 +172,9 @@ def test_loads_every_layout_with_the_same_ids(tmp_path):
     sample = [c["text"] for c in IDS["cases"][:20]]
     expected = [c["input_ids"] for c in IDS["cases"][:20]]
     hf = ClvpTokenizer(HF_LAYOUT / "vocab.json", HF_LAYOUT / "merges.txt")
-    tortoise = ClvpTokenizer(tokenizer_file=SHARED_DATA / "tortoise" / "tokenizer.json")
+    tortoise = ClvpTokenizer(tokenizer_file=DATA / "tortoise" / "tokenizer.json")
     from_dir = ClvpTokenizer.from_pretrained(HF_LAYOUT)
-    shutil.copy(SHARED_DATA / "tortoise" / "tokenizer.json", tmp_path / "tokenizer.json")
+    shutil.copy(DATA / "tortoise" / "tokenizer.json", tmp_path / "tokenizer.json")
     from_tortoise_dir = ClvpTokenizer.from_pretrained(tmp_path)
     from_tortoise_file = ClvpTokenizer.from_pretrained(tmp_path / "tokenizer.json")
     for tok in (hf, tortoise, from_dir, from_tortoise_dir, from_tortoise_file):

@@ -9,8 +9,8 @@ Writes
   text for each extractor config, and the list of calls (config, clips, keyword arguments);
 * ``tests/fixtures/feature_extractor.npz`` (compressed): the mel filter banks, the synthetic clips,
   and for every call its ``input_features`` and ``attention_mask``. The real-speech calls (the two
-  LJ Speech clips of ../shared/data/tortoise, read as float32 with soundfile) keep a subset of
-  frames, listed in ``<call>.frames``, to keep the file small.
+  LJ Speech clips clvp/data/voice_lj.wav and clvp/data/voice_lj_2.wav, read as float32 with
+  soundfile) keep a subset of frames, listed in ``<call>.frames``, to keep the file small.
 
 This script imports only transformers, numpy and soundfile, never ``clvp`` or ``kernels``.
 """
@@ -31,7 +31,7 @@ logging.set_verbosity_error()  # the oracle warns on every call without sampling
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
-LJ = [ROOT.parent / "shared" / "data" / "tortoise" / f"lj_{i}.wav" for i in (1, 2)]
+LJ = [ROOT / "clvp" / "data" / name for name in ("voice_lj.wav", "voice_lj_2.wav")]  # the two LJ Speech clips
 TORTOISE_NORMS = json.loads((ROOT / "clvp" / "data" / "mel_norms.json").read_text())
 
 # Extractor configs: the real one, with Tortoise's norms, and small ones for the padding rules

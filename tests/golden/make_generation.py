@@ -20,7 +20,7 @@ oracle's logits processors (each alone, and the full lists ``_get_logits_process
 
 Every composite call passes the oracle an explicit ``GenerationConfig(bos=<decoder start>, eos=<decoder
 stop>, pad=<stop>, return_dict_in_generate=True)`` because its default stops on the text eos (0)
-(reference.md §3.5); the tests call ours *without* start/stop codes, so they check that ours takes
+(docs/model.md §3.5); the tests call ours *without* start/stop codes, so they check that ours takes
 them from the decoder config. Sampling cases seed the oracle's global RNG with ``torch.manual_seed``
 (its ``torch.multinomial`` draws from it) and ours with ``seed=``: the draws coincide because both
 sample once per step from the same distribution. This script imports only transformers and torch.
@@ -180,7 +180,7 @@ def run_composite(model, ins, inputs, kwargs, pad_to=None, seed=None) -> dict[st
     dc = model.config.decoder_config
     gc = GenerationConfig(bos_token_id=dc.bos_token_id, eos_token_id=dc.eos_token_id, pad_token_id=dc.eos_token_id,
                           return_dict_in_generate=True, **{k: v for k, v in kwargs.items() if k != "output_hidden_states"})
-    # the oracle pads with *its stored* config's eos (0 by default, §3.4): give it the stop code
+    # the oracle pads with *its stored* config's eos (0 by default, docs/model.md §3.4): give it the stop code
     model.generation_config.eos_token_id = dc.eos_token_id
     seen = _capture_fix(model)
     if seed is not None:

@@ -41,7 +41,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BATCH = 2
 TEXT_LEN, SPEECH_LEN, MEL_FRAMES, DEC_LEN, DEC_STEP = 9, 11, 23, 5, 2
 
-# The fixed configs. Encoder rotary width is max(projection_dim // (2 * heads), 32) (reference §2.1).
+# The fixed configs. Encoder rotary width is max(projection_dim // (2 * heads), 32) (docs/model.md §2.1).
 CASES = {
     # rotary 32 < head_dim 64 (partial); no q/k/v bias in the encoders; decoder with biases
     "partial": dict(

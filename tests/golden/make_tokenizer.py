@@ -7,8 +7,9 @@ Run from the repository root (never in the library's own environment):
 
 Writes
 * ``tests/fixtures/tokenizer_ids.json``: transformers 4.46.3's ``ClvpTokenizer`` on the real vocabulary
-  (../shared/data/tortoise/hf_layout): per text its ids, tokens and decodes (Little Red Riding Hood
-  sentence by sentence, reference.md §7.3's numbers sentence, edge cases); padded / truncated batches;
+  (tests/data/hf_layout): per text its ids, tokens and decodes (Little Red Riding Hood from
+  clvp/data/riding_hood.txt sentence by sentence, the numbers sentence of transformers' tokenizer test
+  (docs/parity.md §7.3), edge cases); padded / truncated batches;
   add_bos_token / add_eos_token; the HF test suite's small vocabulary; a tokenizer saved by the oracle
   (its tokenizer_config.json, special_tokens_map.json, added_tokens.json) with its outputs.
 * ``tests/fixtures/tokenizer_normalizer.json``: transformers' ``EnglishNormalizer`` and Tortoise's
@@ -33,8 +34,8 @@ from pathlib import Path
 inflect = unidecode = _inflect = None
 
 ROOT = Path(__file__).resolve().parents[2]
-HF_LAYOUT = ROOT.parent / "shared" / "data" / "tortoise" / "hf_layout"
-RIDING_HOOD = ROOT.parent / "shared" / "data" / "text" / "riding_hood.txt"
+HF_LAYOUT = ROOT / "tests" / "data" / "hf_layout"  # the real vocabulary in transformers' layout
+RIDING_HOOD = ROOT / "clvp" / "data" / "riding_hood.txt"
 FIXTURES = ROOT / "tests" / "fixtures"
 
 NUMBERS_SENTENCE = "hello and this is an example text and I have $1000. my lucky number is 12345."
@@ -273,7 +274,7 @@ def main() -> None:
         "padded": batch_case(extra, ["a", "bcd", "<x>"], padding=True),
     }
 
-    # The HF test suite's small vocabulary (reference.md §5).
+    # The HF test suite's small vocabulary (docs/model.md §5.2).
     small_vocab = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "\u0120", "\u0120l", "\u0120n", "\u0120lo",
                    "\u0120low", "er", "\u0120lowest", "\u0120newer", "\u0120wider", "<unk>", "<|endoftext|>", "[SPACE]"]
     small_merges = ["#version: 0.2", "\u0120 l", "\u0120l o", "\u0120lo w", "e r", ""]
@@ -309,7 +310,7 @@ def main() -> None:
 
     ids_fixture = {
         "oracle": versions,
-        "vocabulary": "../shared/data/tortoise/hf_layout (vocab.json + merges.txt)",
+        "vocabulary": "tests/data/hf_layout (vocab.json + merges.txt)",
         "len": len(tok), "vocab_size": tok.vocab_size,
         "special_ids": {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id,
                         "unk": tok.unk_token_id, "all": tok.all_special_ids},
