@@ -55,7 +55,8 @@ def progress(message: str) -> None:
 
 def import_oracle():
     """transformers 4.46.3 from .oracle, put on ``sys.path`` in this benchmark process only; None
-    (with a message) when it is missing or does not import."""
+    (with a message) when it is missing or does not import. (bench_log_mel runs it in a worker
+    subprocess instead, with ``PYTHONPATH=ORACLE``.)"""
     if not ORACLE.is_dir():
         return None
     if str(ORACLE) not in sys.path:

@@ -1,6 +1,6 @@
 """Cached decode attention: the flash-decoding Triton kernel against torch, in GB/s of K/V read.
 
-Run from the repository root: ``python -m bench.bench_decode_attention``.
+Run: ``python -m clvp.bench.bench_decode_attention [--save]`` (or ``clvp bench --only decode_attention``).
 
 Shapes: batch 1, 16, 64 x context 128, 512, 1000 with the decoder's 16 heads of 64; every row
 full (lengths = context = T_max). Bytes per call = 2 * B * ctx * H * D * element size (K and V read
@@ -171,7 +171,7 @@ def bench_cpu(results):
     info = conditions(
         device, dtype="float32", heads=HEADS, head_dim=HEAD_DIM, lengths="all rows full (lengths = ctx = T_max)",
         copy_bandwidth=f"{copy_bw / 1e9:.1f} GB/s (1 GiB copy, read + write)",
-        timing="bench._common.time_fn median (>= 5 calls and >= 0.2 s after 2 warm-up calls)",
+        timing="clvp.bench._common.time_fn median (>= 5 calls and >= 0.2 s after 2 warm-up calls)",
         load_average=" / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min; the machine is shared)",
     )
     notes = """

@@ -21,7 +21,7 @@ Per-step time = (t(64) - t(8)) / 56, the method of docs/performance.md §3 (whic
 Two floors, both measured in the same run: one decode step must read every decoder weight once.
 "weight read" reads them and nothing else (``torch.sum`` over each tensor: the machine's read
 bandwidth); "weight products" runs the step's bare matrix products (30 x [q, k, v, out, c_fc,
-c_proj] + lm_head on batch 4, our model's own weights) back to back through ``clvp.modeling._affine``,
+c_proj] + lm_head on batch 4, our model's own weights) back to back through ``clvp.products.affine``,
 the same product code the model runs, so the step's distance to it is the cost of everything
 else in the step (attention, norms, activations, the Python loop).
 
@@ -38,7 +38,7 @@ import time
 import torch
 
 from clvp.bench._common import bench_parser, conditions, import_oracle, markdown_table, progress, results_dir, write_result
-from clvp.modeling import _affine
+from clvp.products import affine
 
 BATCH, TEXT_LEN, SHORT, LONG = 4, 32, 8, 64
 SPEECH_VOCAB = 8192
@@ -65,7 +65,7 @@ def decoder_matmuls(model):
 def weight_products_step(mats, x_by_dim):
     """One step's matrix products alone, on (4, in) inputs, as the model computes them."""
     for w, b in mats:
-        _affine(x_by_dim[w.shape[1]], w, b)
+        affine(x_by_dim[w.shape[1]], w, b)
 
 
 class DecodeStepAlone:
@@ -270,7 +270,7 @@ def main(argv=None):
         agree,
         "Floors, over our model's decoder weights, 30 x (q, k, v, out 1024x1024, c_fc 1024x4096, c_proj "
         "4096x1024) + lm_head 1024x8194 with biases: 'weight products' runs those products alone on (4, in) "
-        "inputs through clvp.modeling._affine (the model's own product code: on the CPU in float32 "
+        "inputs through clvp.products.affine (the model's own product code: on the CPU in float32 "
         "W @ x.T, 2.6x faster than F.linear here; in bfloat16 F.linear); 'weight read' only reads them "
         "(torch.sum per tensor), the machine's bandwidth floor. Products run below read bandwidth here: "
         "the step is bound by torch's small-batch GEMM, not by memory.",

@@ -1,6 +1,7 @@
 """Fused rotary attention against the eager twin, rotate-then-SDPA and Hugging Face's attention module.
 
-Run from the repository root: ``python -m bench.bench_rotary_attention`` (``--help`` for options).
+Run: ``python -m clvp.bench.bench_rotary_attention`` (``--help`` for options), or ``clvp bench --only
+rotary_attention``.
 
 Shapes (docs/performance.md §6.2): batch 1 and 16, 12 heads of 64, lengths 128 / 350 / 430, rotary width
 32, key padding masks (row 0 unpadded, the others right-padded to a length drawn from [0.6 T, T]),
@@ -24,14 +25,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, device_name, markdown_table, progress,
-                                results_dir, time_fn, write_result)
-from clvp.kernels.rotary_attention import apply_rotary_ref, rotary_attention_ref
+from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, device_name, import_oracle, markdown_table,
+                                progress, results_dir, time_fn, write_result)
+from clvp.kernels.rotary_attention import apply_rotary_ref, rotary_angles, rotary_attention_ref, rotary_tables
 
 HEADS, HEAD_DIM, ROT_DIM = 12, 64, 32
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -41,13 +41,6 @@ def attention_flops(b: int, h: int, t: int, d: int) -> float:
     return 4.0 * b * h * t * t * d  # q k^T and p v, 2 T^2 D each per head
 
 
-def rotary_tables(t: int, rot_dim: int, device):
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, rot_dim, 2, dtype=torch.float32, device=device) / rot_dim))
-    freqs = torch.arange(t, dtype=torch.float32, device=device)[:, None] * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)  # (T, R), as ClvpRotaryPositionalEmbedding
-    return emb
-
-
 def make_case(b: int, t: int, dtype, device, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     qkv = torch.randn(b, t, 3, HEADS, HEAD_DIM, generator=gen).to(device=device, dtype=dtype)  # (B, T, 3, H, D)
@@ -55,8 +48,8 @@ def make_case(b: int, t: int, dtype, device, seed: int = 0):
     lengths = torch.randint(int(0.6 * t), t + 1, (b,), generator=gen)
     lengths[0] = t
     mask = (torch.arange(t)[None, :] < lengths[:, None]).to(device)  # (B, T) bool, True = keep
-    emb = rotary_tables(t, ROT_DIM, device)
-    return q, k, v, emb, mask
+    cos, sin = rotary_tables(t, ROT_DIM, device)  # (T, R) float32 each
+    return q, k, v, cos, sin, mask
 
 
 def rotate_then_sdpa(q, k, v, cos, sin, additive_mask):
@@ -73,10 +66,8 @@ def rotate_then_sdpa(q, k, v, cos, sin, additive_mask):
 
 def hf_attention(dtype, device):
     """transformers 4.46.3's ClvpSelfAttention with CLVP's encoder sizes, or None without the oracle."""
-    if not ORACLE.is_dir():
-        return None, f"{ORACLE} not found"
-    if str(ORACLE) not in sys.path:
-        sys.path.insert(0, str(ORACLE))
+    if import_oracle() is None:
+        return None, f"{ORACLE} not found or transformers does not import from it"
     try:
         from transformers.models.clvp.configuration_clvp import ClvpEncoderConfig
         from transformers.models.clvp.modeling_clvp import ClvpSelfAttention
@@ -141,8 +132,7 @@ def main(argv=None):
         hf_module, hf_why = (None, "--no-hf") if args.no_hf else hf_attention(dtype, device)
         for b in batches:
             for t in lengths:
-                q, k, v, emb, mask = make_case(b, t, dtype, device)
-                cos, sin = emb.cos(), emb.sin()
+                q, k, v, cos, sin, mask = make_case(b, t, dtype, device)
                 additive = torch.zeros(b, 1, 1, t, dtype=dtype, device=device).masked_fill(
                     ~mask[:, None, None, :], torch.finfo(dtype).min
                 )  # built once per forward in a model, so outside the timed call
@@ -157,7 +147,7 @@ def main(argv=None):
                         ~mask[:, None, None, :], torch.finfo(dtype).min
                     )  # HF's (B, 1, T, T) additive mask
                     pos = torch.arange(t, device=device)[None, :]
-                    rope = emb[None].to(dtype)  # HF applies the module's own dtype to the angles
+                    rope = rotary_angles(t, ROT_DIM, device)[None].to(dtype)  # HF casts the angles to its dtype
 
                     def hf_call(hidden=hidden, hf_mask=hf_mask, pos=pos, rope=rope):
                         return hf_module(hidden, rotary_pos_emb=rope, attention_mask=hf_mask, position_ids=pos)[0]

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
-from clvp.bench._common import ORACLE, bench_parser, conditions, markdown_table, results_dir, time_fn, write_result
+from clvp.bench._common import (bench_parser, conditions, import_oracle, markdown_table, results_dir, time_fn,
+                                write_result)
 from clvp.data import path as data_path
 from clvp.normalizer import EnglishNormalizer
 from clvp.tokenization import ClvpTokenizer
@@ -41,14 +41,12 @@ def sentences(n: int = N_SENTENCES) -> list[str]:
 
 def load_oracle():
     """transformers 4.46.3's ClvpTokenizer and EnglishNormalizer, or None when .oracle is missing."""
-    if not (ORACLE / "transformers").is_dir():
+    transformers = import_oracle()  # .oracle stays on sys.path: transformers imports some of its modules lazily
+    if transformers is None:
         return None
-    sys.path.insert(0, str(ORACLE))  # stays: transformers imports some of its modules lazily
-    import transformers
     from transformers import ClvpTokenizer as HFClvpTokenizer
     from transformers.models.clvp.number_normalizer import EnglishNormalizer as HFEnglishNormalizer
-    from transformers.utils import logging
-    logging.set_verbosity_error()
+
     tok = HFClvpTokenizer(str(VOCAB), str(MERGES))
     return transformers.__version__, tok, HFEnglishNormalizer()
 

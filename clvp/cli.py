@@ -119,7 +119,7 @@ def _rank(args, *, demo: bool):
     import torch
 
     from . import kernels
-    from .generation import PRESETS
+    from .candidates import PRESETS
 
     model_dir = Path(args.model) if args.model else None
     device, dtype = _device_and_dtype(args.device, args.dtype)
@@ -205,9 +205,7 @@ def cmd_score(args):
     codes = torch.tensor([[stop] + r + [stop] * (width - len(r)) for r in data], device=device)
     codes = model.fix_speech_decoder_output(codes)
     ids = tok(args.text, return_tensors="pt")["input_ids"].to(device)
-    from .modeling import pad_extra_bos_eos_tokens
-
-    ids, _ = pad_extra_bos_eos_tokens(ids, None, add_bos_token=False)
+    ids, _ = model.pad_text(ids)  # as generation pads the text it scores against
     with torch.no_grad():
         text = model.get_text_features(input_ids=ids)
         speech = model.get_speech_features(speech_ids=codes)
@@ -254,7 +252,7 @@ def cmd_bench(args):
     return 0
 
 
-BENCHMARKS = ("rotary_attention", "decode_attention", "logmel")  # the kernel microbenchmarks: `clvp bench`
+BENCHMARKS = ("rotary_attention", "decode_attention", "log_mel")  # the kernel microbenchmarks: `clvp bench`
 ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step")
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from .configuration import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
+from .loading import check_state_dict
+from .modeling import ClvpModelForConditionalGeneration
 
 HEAD_DIM = 64  # Tortoise: 1024 / 16 heads in the autoregressive model, 768 / 12 in CLVP
 
@@ -190,9 +192,6 @@ def infer_config(ar: dict[str, torch.Tensor], clvp: dict[str, torch.Tensor]) -> 
 
 def convert_tortoise(autoregressive_path, clvp_path, out_dir, config: ClvpConfig | None = None):
     """Read both Tortoise checkpoints, convert, check every tensor against the model, save safetensors."""
-    from .modeling import ClvpModelForConditionalGeneration
-    from .loading import check_state_dict
-
     ar = load_tortoise_checkpoint(autoregressive_path)
     cl = load_tortoise_checkpoint(clvp_path)
     config = config or infer_config(ar, cl)

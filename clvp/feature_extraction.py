@@ -20,119 +20,38 @@ Differences from Hugging Face (all additions, none changes a number):
 
 The numbers match Hugging Face's extractor to about 1e-6 in the log domain on real speech (float64
 FFT on the CPU); the Triton kernel's float32 DFT stays within 1e-4 (tests/test_feature_extractor.py).
+
+The work is done by small pure steps, in call order: clvp/audio_input.py (raw speech -> checked
+mono float32 clips), clvp/audio_padding.py (truncation and padding to one length, with the mask),
+``kernels.log_mel`` (the features, with the filters, window and norms of clvp/mel_filters.py), and
+the output container of clvp/batch.py.
 """
 from __future__ import annotations
 
 import copy
 import inspect
 import json
-import math
 import numbers
 import os
 import warnings
-from importlib import resources
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from . import kernels
+from .audio_input import as_clips, check_sampling_rate
+from .audio_padding import pad_clips, padded_length, padded_sizes, padding_strategy
+from .batch import BatchFeature
+from .mel_filters import check_mel_norms, hann_window, hertz_to_mel, mel_filter_bank, mel_to_hertz, tortoise_mel_norms
+
+# the mel helpers stay importable from here, as before they moved to clvp/mel_filters.py
+__all__ = ["ClvpFeatureExtractor", "BatchFeature", "CONFIG_NAME", "tortoise_mel_norms", "mel_filter_bank",
+           "hann_window", "hertz_to_mel", "mel_to_hertz"]
 
 CONFIG_NAME = "preprocessor_config.json"
-_PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 _RETURN_TENSORS = ("pt", "np", None)
 # keys Hugging Face writes that are derived from the others (or name the class): read, then ignored
 _DERIVED_KEYS = ("feature_extractor_type", "processor_class", "n_samples", "nb_max_frames", "mel_filters")
-
-
-def tortoise_mel_norms() -> list[float]:
-    """Tortoise's 80 mel norms (``tortoise/data/mel_norms.pth``; all negative, features come out near 1)."""
-    text = resources.files("clvp.data").joinpath("mel_norms.json").read_text()
-    return [float(v) for v in json.loads(text)]
-
-
-def hertz_to_mel(freq):
-    """HTK mel scale: 2595 log10(1 + f / 700)."""
-    return 2595.0 * np.log10(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
-
-
-def mel_to_hertz(mels):
-    """Inverse of :func:`hertz_to_mel`."""
-    return 700.0 * (np.power(10.0, np.asarray(mels, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filter_bank(
-    num_frequency_bins: int,
-    num_mel_filters: int,
-    min_frequency: float,
-    max_frequency: float,
-    sampling_rate: int,
-) -> np.ndarray:
-    """Triangular filters equally spaced on the HTK mel scale, Slaney area-normalised.
-
-    Returns (num_frequency_bins, num_mel_filters) float64, the layout and numbers of Hugging Face's
-    ``audio_utils.mel_filter_bank(..., norm="slaney", mel_scale="htk")`` (which equals librosa's
-    ``htk=True, norm="slaney"``): the FFT bins sit at ``linspace(0, sampling_rate // 2, bins)`` and
-    filter m, spanning edge frequencies f[m] < f[m+1] < f[m+2], is scaled by 2 / (f[m+2] - f[m]).
-    """
-    mel_edges = np.linspace(hertz_to_mel(min_frequency), hertz_to_mel(max_frequency), num_mel_filters + 2)
-    filter_freqs = mel_to_hertz(mel_edges)  # (M + 2,) edge and centre frequencies in Hz
-    fft_freqs = np.linspace(0, sampling_rate // 2, num_frequency_bins)  # (F,)
-    filter_diff = np.diff(filter_freqs)  # (M + 1,)
-    slopes = filter_freqs[None, :] - fft_freqs[:, None]  # (F, M + 2)
-    down_slopes = -slopes[:, :-2] / filter_diff[:-1]  # rising edge of each triangle
-    up_slopes = slopes[:, 2:] / filter_diff[1:]  # falling edge
-    filters = np.maximum(0.0, np.minimum(down_slopes, up_slopes))  # (F, M)
-    filters *= (2.0 / (filter_freqs[2:] - filter_freqs[:-2]))[None, :]  # Slaney: constant energy per channel
-    if (filters.max(axis=0) == 0.0).any():
-        warnings.warn(
-            f"At least one mel filter has all zero values: num_mel_filters ({num_mel_filters}) may be too high "
-            f"or num_frequency_bins ({num_frequency_bins}) too low for max_frequency {max_frequency} Hz at "
-            f"sampling_rate {sampling_rate} Hz.",
-            stacklevel=2,
-        )
-    return filters
-
-
-def hann_window(length: int) -> np.ndarray:
-    """Periodic Hann window, float64: 0.5 - 0.5 cos(2π n / length) (``np.hanning(length + 1)[:-1]``)."""
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-
-
-class BatchFeature(dict):
-    """The extractor's output: a dict with attribute access (``out.input_features``), like Hugging Face's."""
-
-    def __getattr__(self, name: str):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} has no field {name!r}; fields are {list(self)}") from None
-
-    def __getstate__(self):
-        return dict(self)
-
-    def __setstate__(self, state):
-        self.update(state)
-
-    def to(self, *args, **kwargs) -> "BatchFeature":
-        """Move every tensor to a device (``.to("cuda")``) or cast the floating ones (``.to(torch.float16)``)."""
-        dtype = kwargs.pop("dtype", None)
-        device = kwargs.pop("device", None)
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}; allowed are device and dtype")
-        for arg in args:
-            if isinstance(arg, torch.dtype):
-                dtype = arg
-            else:
-                device = arg
-        for key, value in self.items():
-            if isinstance(value, torch.Tensor):
-                if device is not None:
-                    value = value.to(device)
-                if dtype is not None and value.is_floating_point():
-                    value = value.to(dtype)
-                self[key] = value
-        return self
 
 
 class ClvpFeatureExtractor:
@@ -197,7 +116,7 @@ class ClvpFeatureExtractor:
         self.n_samples = self.chunk_length * self.sampling_rate
         self.nb_max_frames = self.n_samples // self.hop_length
         self.default_audio_length = default_audio_length
-        self.mel_norms = self._check_mel_norms(mel_norms)
+        self.mel_norms = check_mel_norms(mel_norms, self.feature_size)
         # (n_fft // 2 + 1, feature_size) float64, as Hugging Face stores it (not serialised)
         self.mel_filters = mel_filter_bank(
             num_frequency_bins=1 + self.n_fft // 2,
@@ -207,24 +126,6 @@ class ClvpFeatureExtractor:
             sampling_rate=self.sampling_rate,
         )
         self._device_cache: dict = {}
-
-    def _check_mel_norms(self, mel_norms):
-        if mel_norms is None:
-            return None
-        if isinstance(mel_norms, str):
-            if mel_norms != "tortoise":
-                raise ValueError(
-                    f"mel_norms={mel_norms!r} is not known; pass None, 'tortoise' or {self.feature_size} floats"
-                )
-            mel_norms = tortoise_mel_norms()
-        if isinstance(mel_norms, torch.Tensor):
-            mel_norms = mel_norms.detach().cpu().numpy()
-        norms = [float(v) for v in np.asarray(mel_norms, dtype=np.float64).reshape(-1)]
-        if len(norms) != self.feature_size:
-            raise ValueError(f"mel_norms has {len(norms)} values but feature_size is {self.feature_size}")
-        if not all(math.isfinite(v) and v != 0.0 for v in norms):
-            raise ValueError("mel_norms must be finite and non-zero (they divide the log-mel)")
-        return norms
 
     # ------------------------------------------------------------------------------------------
     # serialisation (Hugging Face's preprocessor_config.json)
@@ -370,183 +271,59 @@ class ClvpFeatureExtractor:
             BatchFeature with ``input_features`` (clips, feature_size, frames) float32 and, if asked,
             ``attention_mask``.
         """
-        if sampling_rate is not None:
-            if sampling_rate != self.sampling_rate:
-                raise ValueError(
-                    f"sampling_rate={sampling_rate} Hz does not match this feature extractor's sampling_rate="
-                    f"{self.sampling_rate} Hz; resample the audio to {self.sampling_rate} Hz first "
-                    f"(e.g. soxr.resample(audio, {sampling_rate}, {self.sampling_rate}))"
-                )
-        else:
-            warnings.warn(
-                f"pass sampling_rate= to {type(self).__name__}: without it audio at a rate other than "
-                f"{self.sampling_rate} Hz gives wrong features silently",
-                stacklevel=2,
-            )
+        check_sampling_rate(sampling_rate, self.sampling_rate, type(self).__name__)
         if return_tensors not in _RETURN_TENSORS:
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; allowed are 'pt', 'np' and None")
-        strategy = self._padding_strategy(padding)
+        strategy = padding_strategy(padding)
         if max_length is None:
             max_length = int(round(self.default_audio_length * self.sampling_rate))
-        for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if return_attention_mask is None:
-            return_attention_mask = self.return_attention_mask
+        target = padded_length(max_length, pad_to_multiple_of)  # samples, rounded up to pad_to_multiple_of
+        want_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
         pad_value = self.padding_value if padding_value is None else padding_value
 
-        clips = _as_clips(raw_speech)  # list of 1-D float32 tensors
-        if device is None:
-            device = clips[0].device
-        device = torch.device(device)
-
-        target = max_length
-        if pad_to_multiple_of is not None and target % pad_to_multiple_of:
-            target = (target // pad_to_multiple_of + 1) * pad_to_multiple_of
+        clips = as_clips(raw_speech)  # [(samples_i,)] float32 tensors, checked
+        device = torch.device(clips[0].device if device is None else device)
         if truncation:
-            clips = [c[:target] for c in clips]
-        lengths = [c.shape[0] for c in clips]
-        if strategy == "longest":
-            longest = max(lengths)
-            if pad_to_multiple_of is not None and longest % pad_to_multiple_of:
-                longest = (longest // pad_to_multiple_of + 1) * pad_to_multiple_of
-            sizes = [longest] * len(clips)
-        elif strategy == "max_length":  # clips longer than max_length stay long when not truncated
-            sizes = [max(n, target) for n in lengths]
-        else:
-            sizes = lengths
+            clips = [c[:target] for c in clips]  # each clip keeps its start
+        sizes = padded_sizes([c.shape[0] for c in clips], strategy, target, pad_to_multiple_of)
         if len(set(sizes)) > 1:
-            # Not one length (do_not_pad, or untruncated clips longer than max_length): Hugging Face
-            # fails to stack these; here each clip is extracted alone and a list comes back.
-            if return_tensors is not None:
-                raise ValueError(
-                    f"the clips are not padded to one length (lengths {sizes}), so they cannot be returned as "
-                    f"one {return_tensors!r} tensor: use padding='longest' or 'max_length' with truncation=True, "
-                    "or return_tensors=None for a list"
-                )
-            feats, masks = [], []
-            for clip, size in zip(clips, sizes):
-                wav, mask = self._pad([clip], size, pad_value, device)
-                feats.append(self.log_mel(wav)[0].cpu().numpy())
-                masks.append(mask[0].numpy())
-            out = BatchFeature(input_features=feats)
-            if return_attention_mask:
-                out["attention_mask"] = masks
-            return out
-        padded_len = sizes[0]
+            return self._features_one_by_one(clips, sizes, pad_value, device, return_tensors, want_mask)
+        waveforms, mask = pad_clips(clips, sizes[0], pad_value, self.padding_side, device)  # (B, L), (B, L) on CPU
+        features = self.log_mel(waveforms)  # (B, feature_size, 1 + L // hop_length) float32 on device
+        return _batch_output(features, mask if want_mask else None, return_tensors, device)
 
-        waveforms, mask = self._pad(clips, padded_len, pad_value, device)  # (B, padded_len), (B, padded_len)
-        features = self.log_mel(waveforms)  # (B, feature_size, 1 + padded_len // hop_length)
-        if return_tensors == "pt":
-            out = BatchFeature(input_features=features)
-            if return_attention_mask:
-                out["attention_mask"] = mask.to(device)
-            return out
-        features = features.cpu().numpy()
-        out = BatchFeature(input_features=features if return_tensors == "np" else list(features))
-        if return_attention_mask:
-            out["attention_mask"] = mask.numpy()
+    def _features_one_by_one(self, clips, sizes, pad_value, device, return_tensors, want_mask) -> BatchFeature:
+        """Clips not padded to one length (do_not_pad, or untruncated clips longer than max_length):
+        Hugging Face fails to stack these; here each clip is extracted alone and lists come back."""
+        if return_tensors is not None:
+            raise ValueError(
+                f"the clips are not padded to one length (lengths {sizes}), so they cannot be returned as "
+                f"one {return_tensors!r} tensor: use padding='longest' or 'max_length' with truncation=True, "
+                "or return_tensors=None for a list"
+            )
+        feats, masks = [], []
+        for clip, size in zip(clips, sizes):
+            wav, mask = pad_clips([clip], size, pad_value, self.padding_side, device)  # (1, size), (1, size)
+            feats.append(self.log_mel(wav)[0].cpu().numpy())  # (feature_size, 1 + size // hop_length)
+            masks.append(mask[0].numpy())
+        out = BatchFeature(input_features=feats)
+        if want_mask:
+            out["attention_mask"] = masks
         return out
 
-    @staticmethod
-    def _padding_strategy(padding) -> str:
-        if padding is True:
-            return "longest"
-        if padding is False:
-            return "do_not_pad"
-        if isinstance(padding, str) and padding in _PADDING_STRATEGIES:
-            return padding
-        raise ValueError(
-            f"padding={padding!r} is not a padding strategy; allowed are {_PADDING_STRATEGIES}, True, False"
-        )
 
-    def _pad(self, clips, length: int, pad_value: float, device: torch.device):
-        """Stack clips into (B, length) on ``device`` (padding on ``padding_side``) and their int32 masks (CPU)."""
-        waveforms = torch.empty((len(clips), length), dtype=torch.float32, device=clips[0].device)
-        lengths = torch.tensor([clip.shape[0] for clip in clips])
-        for i, clip in enumerate(clips):
-            n = clip.shape[0]
-            start = 0 if self.padding_side == "right" else length - n
-            waveforms[i, start : start + n] = clip
-            waveforms[i, :start] = pad_value
-            waveforms[i, start + n :] = pad_value
-        mask = torch.zeros((len(clips), length), dtype=torch.int32)  # (B, length), 1 on real samples
-        for i, n in enumerate(lengths.tolist()):  # row fills: ~5x cheaper than comparing a position grid
-            start = 0 if self.padding_side == "right" else length - n
-            mask[i, start : start + n] = 1
-        return waveforms.to(device), mask
-
-
-def _as_clips(raw_speech) -> list[torch.Tensor]:
-    """Normalise every accepted input layout to a list of 1-D float32 tensors, rejecting bad audio."""
-    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
-        if raw_speech.ndim == 1:
-            items = [raw_speech]
-        elif raw_speech.ndim == 2:  # a batch (clips, samples), as in Hugging Face
-            items = list(raw_speech)
-        else:
-            raise ValueError(
-                f"got a {raw_speech.ndim}-D array of shape {tuple(raw_speech.shape)}: expected one mono clip "
-                "(samples,) or a batch (clips, samples); for multi-channel audio pass one channel or their mean"
-            )
-    elif isinstance(raw_speech, (list, tuple)):
-        if len(raw_speech) == 0:
-            raise ValueError("raw_speech is empty: pass at least one clip")
-        if isinstance(raw_speech[0], numbers.Real) or (
-            isinstance(raw_speech[0], (np.ndarray, torch.Tensor)) and raw_speech[0].ndim == 0
-        ):
-            items = [raw_speech]  # one clip given as a list of floats
-        else:
-            items = list(raw_speech)
-    else:
-        raise TypeError(
-            f"raw_speech of type {type(raw_speech).__name__} is not supported; pass a NumPy array, a torch tensor, "
-            "a list of floats, or a list of those (one per clip)"
-        )
-    clips = []
-    for i, item in enumerate(items):
-        clip = _as_clip(item, i)
-        if clip.shape[0] == 0:
-            raise ValueError(f"clip {i} is empty: every clip needs at least one sample")
-        clips.append(clip)
-    # NaN or inf anywhere make the sum non-finite: one cheap reduction per clip, one sync (a finite
-    # clip whose float32 sum overflows only costs the exact check below)
-    sums = torch.stack([c.sum() for c in clips]).cpu()
-    for i in (~torch.isfinite(sums)).nonzero().flatten().tolist():
-        bad = ~torch.isfinite(clips[i])
-        if bad.any():
-            first = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"clip {i} has {int(bad.sum())} NaN or infinite samples (the first at index {first}); "
-                "clean or drop it before feature extraction"
-            )
-    return clips
-
-
-def _as_clip(item, index: int) -> torch.Tensor:
-    if isinstance(item, torch.Tensor):
-        clip = item.detach()
-    else:
-        try:
-            arr = np.asarray(item)
-        except ValueError as err:
-            raise ValueError(f"clip {index} is not a flat sequence of samples: {err}") from None
-        if np.iscomplexobj(arr):
-            raise ValueError(f"clip {index} is complex; audio samples must be real")
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise ValueError(f"clip {index} is not a flat sequence of numbers (got dtype {arr.dtype})")
-        arr = arr.astype(np.float32, copy=not arr.flags.writeable)  # float64 -> float32 as Hugging Face does
-        clip = torch.from_numpy(arr)
-    if clip.is_complex():
-        raise ValueError(f"clip {index} is complex; audio samples must be real")
-    if clip.ndim == 0:
-        raise ValueError(f"clip {index} is a single number; a clip is a 1-D sequence of samples")
-    if clip.ndim > 1:
-        squeezed = clip.squeeze()
-        if squeezed.ndim > 1 or clip.ndim > 2:
-            raise ValueError(
-                f"clip {index} has shape {tuple(clip.shape)}: more than one channel where one mono clip is expected; "
-                "pass one channel or the mean over channels"
-            )
-        clip = squeezed.reshape(-1)
-    return clip.to(torch.float32).contiguous()
+def _batch_output(features: torch.Tensor, mask: torch.Tensor | None, return_tensors: str | None,
+                  device: torch.device) -> BatchFeature:
+    """(B, feature_size, frames) features and the (B, samples) int32 CPU mask (None: not asked for) as
+    ``return_tensors`` asks: tensors on ``device`` ("pt"), NumPy arrays ("np"), or, as Hugging Face
+    returns for None, a list of (feature_size, frames) arrays and a NumPy mask."""
+    if return_tensors == "pt":
+        out = BatchFeature(input_features=features)
+        if mask is not None:
+            out["attention_mask"] = mask.to(device)
+        return out
+    features = features.cpu().numpy()
+    out = BatchFeature(input_features=features if return_tensors == "np" else list(features))
+    if mask is not None:
+        out["attention_mask"] = mask.numpy()
+    return out

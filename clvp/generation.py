@@ -1,24 +1,27 @@
-"""Speech-code generation with a static KV cache, and CLVP reranking of candidates (Tortoise's loop).
+"""Speech-code generation with a static KV cache: transformers' greedy search, sampling and beam search.
 
 Semantics are transformers 4.46.3's (docs/model.md §3), not 5.x's: the prefill sees the prompt at
 positions 0..L-1 and the fed-back code k (k >= 1) takes mel position k + 1 (``positions="hf"``), or
 k as Tortoise computes it without a cache (``positions="contiguous"``). Start and stop codes come
 from the decoder config (8192 / 8193), never from the text config.
 
-The cache is preallocated once per call, (layers, B, H, T_max, D) for keys and values, and every
-decode step has the same shapes: new keys are written in place and attention reads the valid prefix
-through ``kernels.decode_attention`` (a later step captures the step in a CUDA graph).
+The cache is preallocated once per call (``Decoder.new_kv_cache``: per layer (B, H, T_max, D) for
+keys and values), and every decode step has the same shapes: new keys are written in place and
+attention reads the valid prefix through ``kernels.decode_attention``; on CUDA the step is captured
+in a CUDA graph. This module drives the model core (clvp/model.py) and is driven by the Hugging Face
+layer (clvp/modeling.py) and the candidate loop (clvp/candidates.py).
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .outputs import ModelOutput
 
 # ----------------------------------------------------------------------------------------------
@@ -115,17 +118,6 @@ class GenerationConfig:
             self.generator = gen
         out.generator = gen
         return out
-
-
-# Tortoise's presets (api.py): candidates per preset, and the sampling settings they all share.
-TORTOISE_SAMPLING = dict(do_sample=True, temperature=0.8, top_p=0.8, top_k=50, repetition_penalty=2.0,
-                         length_penalty=1.0, max_new_tokens=500)
-PRESETS = {
-    "ultra_fast": dict(num_candidates=16, **TORTOISE_SAMPLING),
-    "fast": dict(num_candidates=96, **TORTOISE_SAMPLING),
-    "standard": dict(num_candidates=256, **TORTOISE_SAMPLING),
-    "high_quality": dict(num_candidates=256, **TORTOISE_SAMPLING),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,38 +244,20 @@ def apply_processors(procs, input_ids, scores):
 # ----------------------------------------------------------------------------------------------
 
 
-class StaticKVCache:
-    """Keys and values of every decoder layer, preallocated: (layers, B, H, T_max, D) each."""
-
-    def __init__(self, num_layers, batch, heads, max_len, head_dim, dtype, device):
-        shape = (num_layers, batch, heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: row b takes the cache of row ``index[b]`` (in place, shapes unchanged)."""
-        self.k.copy_(self.k.index_select(1, index))
-        self.v.copy_(self.v.index_select(1, index))
-
-
 class _Decoder:
-    """Runs ``ClvpForCausalLM`` against a StaticKVCache: a prefill over the prompt, then one-token steps.
+    """Runs a ``CausalLM`` against static KV caches: a prefill over the prompt, then one-token steps.
 
     The step reads everything that changes from one step to the next from device buffers (the
-    tokens, the mel position, the cache slot, the valid lengths) and writes the new keys and values
-    in place, so its shapes and addresses never change: on CUDA it is captured once in a CUDA graph
-    and replayed (``use_cuda_graph``), cutting the ~800 kernel launches of an eager step to one.
+    tokens, the mel position, the cache slot) and writes the new keys and values in place, so its
+    shapes and addresses never change: on CUDA it is captured once in a CUDA graph and replayed
+    (``use_cuda_graph``), cutting the ~800 kernel launches of an eager step to one.
     """
 
     def __init__(self, lm, batch: int, max_len: int, use_cuda_graph: bool = False):
         self.lm = lm
         self.decoder = lm.model.decoder
-        cfg = lm.config
-        dtype = lm.lm_head.weight.dtype
         device = lm.lm_head.weight.device
-        self.cache = StaticKVCache(cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim, dtype, device)
-        self.lengths = torch.zeros(batch, dtype=torch.int32, device=device)  # valid cache length per row
+        self.caches = self.decoder.new_kv_cache(batch, max_len)  # one KVCache per layer
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) codes fed back
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # mel position of those codes
         self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache index they are written at
@@ -292,32 +266,23 @@ class _Decoder:
         self.graph = None
         self.graph_logits = None
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row b continues from the cache of row ``index[b]``."""
+        for cache in self.caches:
+            cache.reorder(index)
+
     def prefill(self, x, collect_hidden=False):
         """x (B, L, C): embeddings with positions already added. Returns logits (B, V) of the next code."""
         hidden = [] if collect_hidden else None
         t = x.shape[1]
-        self.lengths.fill_(t)
-        for i, layer in enumerate(self.decoder.layers):
-            if hidden is not None:
-                hidden.append(x)
-            x = layer.forward_cached(x, self.cache.k[i], self.cache.v[i], 0, self.lengths)
-        x = self.decoder.layer_norm(x)
-        if hidden is not None:
-            hidden.append(x)
+        x = self.decoder.decode(x, self.caches, torch.arange(t, device=x.device), hidden)  # (B, L, C)
         self.pos = t
         return self.lm.logits(x[:, -1]), (tuple(hidden) if hidden is not None else None)
 
     def _step_body(self, hidden=None):
         """One decode step from the device buffers; fixed shapes, no host synchronisation."""
-        dec = self.decoder
-        x = dec.input_embeds_layer(self.tokens[:, None]) + dec.position_embeds_layer(self.position)[None]  # (B, 1, C)
-        for i, layer in enumerate(dec.layers):
-            if hidden is not None:
-                hidden.append(x)
-            x = layer.forward_step(x, self.cache.k[i], self.cache.v[i], self.slot, self.lengths)
-        x = dec.layer_norm(x)
-        if hidden is not None:
-            hidden.append(x)
+        x = self.decoder.embed_step(self.tokens, self.position)  # (B, 1, C)
+        x = self.decoder.decode(x, self.caches, self.slot, hidden)
         return self.lm.logits(x[:, 0])  # (B, V)
 
     def _capture(self):
@@ -337,7 +302,6 @@ class _Decoder:
         self.tokens.copy_(tokens)
         self.position.fill_(position)
         self.slot.fill_(self.pos)
-        self.lengths.fill_(self.pos + 1)
         self.pos += 1
         if collect_hidden or not self.use_cuda_graph:
             hidden = [] if collect_hidden else None
@@ -366,8 +330,6 @@ _LoopResult = GenerateDecoderOnlyOutput
 def _graphs_enabled(cfg: GenerationConfig, x: torch.Tensor) -> bool:
     """CUDA graphs need a capturable step: CUDA tensors and the Triton decode kernel (the eager
     reference reads the valid length on the host)."""
-    from . import kernels
-
     if cfg.use_cuda_graph is False or not x.is_cuda:
         return False
     capturable = kernels.use_triton(x)
@@ -507,7 +469,7 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
         beam_scores = next_scores.view(-1)
         index = next_index.view(-1)
         ids = torch.cat([ids[index], next_tokens.view(-1, 1)], dim=-1)
-        dec.cache.reorder(index)
+        dec.reorder(index)
         if all(done) or ids.shape[-1] >= max_length:
             break
         logits, _ = dec.step(next_tokens.view(-1), fed_positions(k))
@@ -560,11 +522,14 @@ def resolve_config(model_cfg_source, generation_config, kwargs) -> GenerationCon
     return cfg
 
 
-def _suppress_unembeddable_start(model, cfg: GenerationConfig) -> None:
-    """The speech encoder has no row for the start code (8192): a sampled start code would make the
-    CLVP scoring fail, so the composite paths never generate it (transformers crashes instead)."""
+def composite_config(model, generation_config, kwargs) -> GenerationConfig:
+    """``resolve_config`` for the composite model's decoder, never sampling the start code: the
+    speech encoder has no row for it (8192), so a sampled start code would make the CLVP scoring
+    fail (transformers crashes there instead)."""
+    cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
     if cfg.bos_token_id is not None and cfg.bos_token_id >= model.config.speech_config.vocab_size:
         cfg.suppress_tokens = sorted(set(cfg.suppress_tokens or []) | {cfg.bos_token_id})
+    return cfg
 
 
 def _check_generator(cfg: GenerationConfig, device: torch.device) -> None:
@@ -669,179 +634,26 @@ def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: Gener
 @torch.no_grad()
 def generate_speech_ids(model, *, input_ids=None, input_features=None, conditioning_encoder_inputs_embeds=None,
                         attention_mask=None, generation_config=None, **kwargs) -> torch.Tensor:
-    """Conditioning + decoder generation; returns raw ids (start code first), unfixed."""
-    cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
-    _suppress_unembeddable_start(model, cfg)
-    _validate_before_work(model, cfg, input_ids, conditioning_encoder_inputs_embeds)
-    cond = _conditioning(model, input_ids, input_features, conditioning_encoder_inputs_embeds, attention_mask)
-    return decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg).sequences
+    """Conditioning + decoder generation for a composite ``model``; returns raw ids (start code first), unfixed."""
+    cfg = composite_config(model, generation_config, kwargs)
+    validate_request(model, cfg, input_ids, conditioning_encoder_inputs_embeds)
+    prompt, _, _ = model.build_prompt(input_ids, input_features, attention_mask,
+                                      inputs_embeds=conditioning_encoder_inputs_embeds)
+    return decoder_generate(model.speech_decoder_model, conditioning_embeds=prompt, cfg=cfg).sequences
 
 
-def _validate_before_work(model, cfg, input_ids=None, inputs_embeds=None):
-    """Every check that does not need the model's output, before the conditioning encoder runs."""
+def validate_request(model, cfg, input_ids=None, inputs_embeds=None):
+    """Every check of a composite generation request that needs no model output, before any work."""
     device = model.speech_decoder_model.lm_head.weight.device
     _check_generator(cfg, device)
     if input_ids is not None:
-        _check_text_length(model, input_ids)
+        limit = model.config.decoder_config.max_text_tokens - 3
+        if input_ids.shape[-1] > limit:
+            raise ValueError(
+                f"the text is {input_ids.shape[-1]} tokens long; the decoder allows at most {limit} "
+                f"(max_text_tokens {model.config.decoder_config.max_text_tokens} minus 3 for the added bos/eos): split the text"
+            )
         # prompt: conditioning latent, bos, T text ids, 2 eos, start code
         plan_generation(model.config.decoder_config, cfg, input_ids.shape[-1] + 5, from_embeds=True)
     elif inputs_embeds is not None:
         plan_generation(model.config.decoder_config, cfg, inputs_embeds.shape[1] + 2, from_embeds=True)
-
-
-def _check_text_length(model, input_ids):
-    limit = model.config.decoder_config.max_text_tokens - 3
-    if input_ids is not None and input_ids.shape[-1] > limit:
-        raise ValueError(
-            f"the text is {input_ids.shape[-1]} tokens long; the decoder allows at most {limit} "
-            f"(max_text_tokens {model.config.decoder_config.max_text_tokens} minus 3 for the added bos/eos): split the text"
-        )
-
-
-def _conditioning(model, input_ids, input_features, inputs_embeds, attention_mask):
-    """The decoder prompt: one eos appended to the text (Tortoise's pad), then the conditioning encoder."""
-    from .modeling import pad_extra_bos_eos_tokens
-
-    if input_features is None:
-        raise ValueError("input_features (log-mel of the reference voice) are required to generate speech")
-    if input_ids is not None:
-        _check_text_length(model, input_ids)
-        input_ids, attention_mask = pad_extra_bos_eos_tokens(
-            input_ids, attention_mask, add_bos_token=False, bos_token_id=model.config.text_config.bos_token_id,
-            eos_token_id=model.config.text_config.eos_token_id,
-        )
-    return model.conditioning_encoder(input_features=input_features, input_ids=input_ids, inputs_embeds=inputs_embeds,
-                                      attention_mask=attention_mask)
-
-
-@torch.no_grad()
-def composite_generate(model, input_ids=None, input_features=None, attention_mask=None, generation_config=None,
-                       pad_to_max_mel_tokens=None, output_hidden_states=None, **kwargs):
-    """``ClvpModelForConditionalGeneration.generate`` (docs/model.md §3.1), always returning a ClvpOutput."""
-    from .modeling import pad_extra_bos_eos_tokens
-    from .outputs import ClvpOutput
-
-    if input_ids is None:
-        raise ValueError("input_ids (the tokenized text) are required")
-    if output_hidden_states is not None:
-        kwargs["output_hidden_states"] = output_hidden_states
-    cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
-    _suppress_unembeddable_start(model, cfg)
-    _validate_before_work(model, cfg, input_ids)
-    ids, mask = pad_extra_bos_eos_tokens(
-        input_ids, attention_mask, add_bos_token=False, bos_token_id=model.config.text_config.bos_token_id,
-        eos_token_id=model.config.text_config.eos_token_id,
-    )
-    cond = model.conditioning_encoder(input_features=input_features, input_ids=ids, attention_mask=mask)
-    result = decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg)
-    speech_ids = result.sequences
-    if pad_to_max_mel_tokens is not None:
-        if pad_to_max_mel_tokens < speech_ids.shape[-1]:
-            raise ValueError(
-                f"pad_to_max_mel_tokens={pad_to_max_mel_tokens} is shorter than the generated "
-                f"{speech_ids.shape[-1]} ids (start code included)"
-            )
-        speech_ids = F.pad(speech_ids, (0, pad_to_max_mel_tokens - speech_ids.shape[-1]), value=cfg.eos_token_id)
-    speech_ids = model.fix_speech_decoder_output(speech_ids)
-    speech_out = model.speech_encoder_model(input_ids=speech_ids, output_hidden_states=cfg.output_hidden_states)
-    text_out = model.text_encoder_model(input_ids=ids, attention_mask=mask, output_hidden_states=cfg.output_hidden_states)
-    logits_per_text, logits_per_speech, t, s = model.similarity(text_out.embeds, speech_out.embeds)
-    return ClvpOutput(
-        speech_ids=speech_ids, logits_per_speech=logits_per_speech, logits_per_text=logits_per_text,
-        text_embeds=t, speech_embeds=s, text_model_output=text_out.pooler_output,
-        speech_model_output=speech_out.pooler_output,
-        decoder_hidden_states=result.hidden_states, text_encoder_hidden_states=text_out.hidden_states,
-        speech_encoder_hidden_states=speech_out.hidden_states,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Candidate generation at scale (Tortoise's autoregressive loop + CLVP reranking)
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RankedCandidates:
-    codes: torch.Tensor  # (N, T) fixed speech codes, best first
-    scores: torch.Tensor  # (N,) CLVP logits (scaled cosine similarity), best first
-    order: torch.Tensor  # (N,) generation index of each ranked candidate
-    timings: dict = field(default_factory=dict)  # seconds per stage
-
-
-@torch.no_grad()
-def generate_candidates(model, input_ids, input_features, *, num_candidates=None, batch_size=16, preset=None,
-                        seed=None, attention_mask=None, progress=True, **generation_kwargs) -> RankedCandidates:
-    """Sample ``num_candidates`` code sequences for one text in one voice and rank them by CLVP score.
-
-    input_ids (1, T) one text; input_features (K, 80, frames) one or several reference clips of the
-    same voice, whose conditioning latents are averaged (as Tortoise does). Candidates are generated
-    in batches of ``batch_size`` (memory stays bounded) and all of them are ranked together; every
-    candidate is padded with the stop code to ``max_new_tokens`` before fixing, as Tortoise pads to
-    500, so scores are comparable across batches.
-    """
-    import time
-
-    from tqdm.auto import tqdm
-
-    settings = {}
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        settings.update(PRESETS[preset])
-    settings.update({k: v for k, v in generation_kwargs.items() if v is not None})
-    n = num_candidates if num_candidates is not None else settings.pop("num_candidates", 16)
-    settings.pop("num_candidates", None)
-    settings.setdefault("do_sample", True)
-    settings.setdefault("max_new_tokens", 500)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_candidates must be a positive integer, got {n!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-        raise ValueError(f"input_ids must hold one text, shape (1, T); got {tuple(input_ids.shape)}")
-    cfg = resolve_config(model.config.decoder_config, None, settings)
-    if not cfg.do_sample:
-        raise ValueError("candidate generation samples; do_sample=False would give identical candidates")
-    _suppress_unembeddable_start(model, cfg)
-    device = model.speech_decoder_model.lm_head.weight.device
-    if seed is not None:
-        cfg.seed = seed
-    _validate_before_work(model, cfg, input_ids)
-    timings = {}
-
-    t0 = time.perf_counter()
-    from .modeling import pad_extra_bos_eos_tokens
-
-    ids, mask = pad_extra_bos_eos_tokens(input_ids, attention_mask, add_bos_token=False,
-                                         bos_token_id=model.config.text_config.bos_token_id,
-                                         eos_token_id=model.config.text_config.eos_token_id)
-    enc = model.conditioning_encoder
-    latent = enc.mel_latent(input_features).mean(0, keepdim=True)  # (1, C): averaged over the voice's clips
-    text = enc.text_embeds(ids, mask).to(latent.dtype)
-    cond = torch.cat([latent[:, None, :], text], dim=1)  # (1, 1 + T + 2, C)
-    timings["conditioning"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    batches = [min(batch_size, n - i) for i in range(0, n, batch_size)]
-    codes = []
-    bar = tqdm(total=n, desc="generating candidates", unit="cand", disable=not progress)
-    for size in batches:
-        cfg_b = cfg.copy()
-        cfg_b.num_return_sequences = size
-        seqs = decoder_generate(model.speech_decoder_model, conditioning_embeds=cond, cfg=cfg_b).sequences
-        seqs = F.pad(seqs, (0, cfg.max_new_tokens + 1 - seqs.shape[1]), value=cfg.eos_token_id)
-        codes.append(model.fix_speech_decoder_output(seqs))
-        bar.update(size)
-    bar.close()
-    codes = torch.cat(codes)  # (N, max_new_tokens)
-    timings["generation"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    text_emb = model.text_encoder_model(input_ids=ids, attention_mask=mask).embeds
-    speech_emb = torch.cat([model.speech_encoder_model(input_ids=codes[i : i + batch_size]).embeds
-                            for i in range(0, n, batch_size)])
-    logits_per_text, _, _, _ = model.similarity(text_emb, speech_emb)
-    scores = logits_per_text[0]
-    order = torch.argsort(scores, descending=True, stable=True)
-    timings["ranking"] = time.perf_counter() - t0
-    return RankedCandidates(codes=codes[order], scores=scores[order], order=order, timings=timings)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
+
+from .products import cpu_has_fast_half
 
 WEIGHTS_SAFE = "model.safetensors"
 WEIGHTS_SAFE_INDEX = "model.safetensors.index.json"
@@ -34,24 +37,9 @@ def resolve_dtype(dtype) -> torch.dtype | None:
     raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(sorted(_DTYPES))}")
 
 
-def cpu_has_fast_half(dtype: torch.dtype) -> bool:
-    """Whether this CPU has native bfloat16 / float16 matrix instructions (AVX-512-BF16, AMX, ...).
-    Without them torch emulates the products, which runs about 100x slower than float32."""
-    try:
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        if dtype == torch.float16:
-            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):  # older builds without the probe: assume yes
-        return True
-    return True
-
-
 def warn_if_slow_half(dtype, device) -> None:
     if dtype in (torch.bfloat16, torch.float16) and (device is None or torch.device(device).type == "cpu") \
             and not cpu_has_fast_half(dtype):
-        import warnings
-
         warnings.warn(
             f"this CPU has no native {str(dtype).replace('torch.', '')} matrix instructions (torch reports "
             f"{torch.backends.cpu.get_cpu_capability()}): the weights are stored in half precision, products of "

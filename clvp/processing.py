@@ -24,15 +24,11 @@ import os
 import warnings
 from pathlib import Path
 
-from .tokenization import BatchEncoding, ClvpTokenizer
+from .batch import BatchEncoding
+from .feature_extraction import ClvpFeatureExtractor
+from .tokenization import ClvpTokenizer
 
 __all__ = ["ClvpProcessor"]
-
-
-def _feature_extractor_class():
-    from .feature_extraction import ClvpFeatureExtractor
-
-    return ClvpFeatureExtractor
 
 
 def _parameters(fn) -> set[str]:
@@ -50,10 +46,9 @@ class ClvpProcessor:
     model_input_names = ["input_ids", "input_features", "attention_mask"]
 
     def __init__(self, feature_extractor=None, tokenizer=None):
-        fe_class = _feature_extractor_class()
-        feature_extractor = fe_class() if feature_extractor is None else feature_extractor
+        feature_extractor = ClvpFeatureExtractor() if feature_extractor is None else feature_extractor
         tokenizer = ClvpTokenizer() if tokenizer is None else tokenizer
-        if not isinstance(feature_extractor, fe_class):
+        if not isinstance(feature_extractor, ClvpFeatureExtractor):
             raise TypeError(f"feature_extractor must be a ClvpFeatureExtractor, got {type(feature_extractor).__name__}")
         if not isinstance(tokenizer, ClvpTokenizer):
             raise TypeError(f"tokenizer must be a ClvpTokenizer, got {type(tokenizer).__name__}")
@@ -126,8 +121,7 @@ class ClvpProcessor:
         A folder without ``preprocessor_config.json`` (or without ``vocab.json`` / ``tokenizer.json``),
         such as one written by ``model.save_pretrained`` or ``clvp convert-tortoise``, gets the packaged
         part instead (Tortoise's mel norms; the real CLVP vocabulary), with a warning that says so."""
-        fe_class = _feature_extractor_class()
-        fe_keys = _parameters(fe_class.__init__)
+        fe_keys = _parameters(ClvpFeatureExtractor.__init__)
         tok_keys = _parameters(ClvpTokenizer.__init__) - {"vocab_file", "merges_file", "tokenizer_file"}
         unknown = sorted(set(kwargs) - fe_keys - tok_keys)
         if unknown:
@@ -141,10 +135,10 @@ class ClvpProcessor:
             # a model folder from save_pretrained or convert-tortoise holds no processor files: use the
             # real checkpoint's extractor settings (Tortoise's mel norms), as the clvp command does
             fe_kwargs.setdefault("mel_norms", "tortoise")
-            feature_extractor = fe_class(**fe_kwargs)
+            feature_extractor = ClvpFeatureExtractor(**fe_kwargs)
             packaged.append("feature extractor (Tortoise's mel norms)")
         else:
-            feature_extractor = fe_class.from_pretrained(pretrained_model_name_or_path, **fe_kwargs)
+            feature_extractor = ClvpFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **fe_kwargs)
         if folder.is_dir() and not any((folder / name).is_file() for name in ("vocab.json", "tokenizer.json")):
             tokenizer = ClvpTokenizer(**tok_kwargs)
             packaged.append("tokenizer (the real CLVP vocabulary)")

@@ -9,7 +9,9 @@ Each op lives in its own file with the same stem in ``tests/`` and ``bench/``:
 * ``log_mel`` — waveform to normalised log-mel (the feature extractor's front end).
 
 Every file holds the eager-torch reference (``*_ref``: the CPU fallback *and* the test oracle),
-then the Triton kernel, then its launcher. The choice between them is made here only:
+then the Triton kernel, then its launcher; ``_triton.py`` holds what they share (the optional triton
+import, ``triton_interpreter()``, ``LOG2E``) and ``_checks.py`` the launchers' argument checks.
+The choice between reference and kernel is made here only:
 
 * ``CLVP_KERNELS`` unset or ``auto``: Triton when the tensor is on CUDA and triton imports,
   the eager reference otherwise;
@@ -17,6 +19,10 @@ then the Triton kernel, then its launcher. The choice between them is made here 
 * ``CLVP_KERNELS=triton``: always Triton (on CPU tensors this needs ``TRITON_INTERPRET=1``,
   Triton's interpreter, which is how the CPU test suite exercises every kernel);
 * anything else raises a ValueError listing the allowed values.
+
+The dispatch functions below share their names with the op files, so ``clvp.kernels.decode_attention``
+is the function; reach a module with ``from clvp.kernels.decode_attention import ...`` or
+``importlib.import_module("clvp.kernels.decode_attention")``.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ import os
 
 import torch
 
-from ._triton import HAS_TRITON  # triton is optional: without it everything runs on the eager references
+# triton is optional: without it everything runs on the eager references
+from ._triton import HAS_TRITON, triton_interpreter
 
 ALLOWED_BACKENDS = ("auto", "eager", "triton")
 
@@ -38,10 +45,6 @@ def backend() -> str:
             f"allowed values are {', '.join(ALLOWED_BACKENDS)}"
         )
     return value
-
-
-def triton_interpreter() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def use_triton(x: torch.Tensor) -> bool:
@@ -70,35 +73,43 @@ def describe(x: torch.Tensor | None = None) -> str:
     return "eager torch"
 
 
-from .rotary_attention import apply_rotary_ref, rotary_attention_ref  # noqa: E402
+# the references, and the Triton launchers under names that do not shadow the dispatch functions
+from .rotary_attention import apply_rotary_ref, rotary_attention_ref, rotary_tables  # noqa: E402
+from .rotary_attention import rotary_attention as _rotary_attention_triton  # noqa: E402
 from .decode_attention import decode_attention_ref  # noqa: E402
-from .logmel import log_mel_ref  # noqa: E402
+from .decode_attention import decode_attention as _decode_attention_triton  # noqa: E402
+from .log_mel import log_mel_ref  # noqa: E402
+from .log_mel import log_mel as _log_mel_triton  # noqa: E402
 
 
 def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
-    """Bidirectional attention with partial rotary on q, k and v; see ``kernels/rotary_attention.py``."""
-    if use_triton(q):
-        from .rotary_attention import rotary_attention as _triton
+    """Bidirectional attention with partial rotary on q, k and v; see ``kernels/rotary_attention.py``.
 
-        return _triton(q, k, v, cos, sin, key_padding_mask, scale=scale)
+    ``cos``/``sin``: (T, R) tables shared by every row, None for no rotary, or per-row tables
+    (B, 1, T, R) (rows at different positions, see ``rotary_tables``). Per-row tables are applied
+    here, with the reference rotation broadcast over the heads, and the chosen path then runs
+    without tables, so callers need no special case (the eager path gives exactly what
+    ``rotary_attention_ref`` gives with the per-row tables, which it broadcasts).
+    """
+    if cos is not None and sin is not None and cos.dim() == 4:
+        q, k, v = (apply_rotary_ref(t, cos, sin) for t in (q, k, v))
+        cos = sin = None
+    if use_triton(q):
+        return _rotary_attention_triton(q, k, v, cos, sin, key_padding_mask, scale=scale)
     return rotary_attention_ref(q, k, v, cos, sin, key_padding_mask, scale=scale)
 
 
 def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
     """One query token per row against a static KV cache; see ``kernels/decode_attention.py``."""
     if use_triton(q):
-        from .decode_attention import decode_attention as _triton
-
-        return _triton(q, k_cache, v_cache, lengths, scale=scale)
+        return _decode_attention_triton(q, k_cache, v_cache, lengths, scale=scale)
     return decode_attention_ref(q, k_cache, v_cache, lengths, scale=scale)
 
 
 def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length):
-    """Waveforms to normalised log-mel; see ``kernels/logmel.py``."""
+    """Waveforms to normalised log-mel; see ``kernels/log_mel.py``."""
     if use_triton(waveforms):
-        from .logmel import log_mel as _triton
-
-        return _triton(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
+        return _log_mel_triton(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
     return log_mel_ref(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
 
 
@@ -106,11 +117,13 @@ __all__ = [
     "ALLOWED_BACKENDS",
     "HAS_TRITON",
     "backend",
+    "triton_interpreter",
     "use_triton",
     "describe",
     "rotary_attention",
     "rotary_attention_ref",
     "apply_rotary_ref",
+    "rotary_tables",
     "decode_attention",
     "decode_attention_ref",
     "log_mel",

@@ -1,6 +1,7 @@
 """One query token per sequence against a static, preallocated KV cache (the decoder's cached step).
 
-File layout: eager reference (fallback and oracle), then the Triton kernels, then their launcher.
+File layout: eager reference (fallback and oracle), then the Triton kernels, then their launcher
+(``decode_attention``: docstring, checks, split choice; ``_decode_attention``: allocation, grid, launch).
 
 The Triton path is flash-decoding (Dao et al., "Flash-Decoding for long-context inference", 2023):
 the key axis of every (batch, head) row is cut into ``NUM_SPLITS`` chunks, one program per chunk
@@ -19,7 +20,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ._triton import tl, triton
+from ._checks import FLOAT_DTYPES, check_head_dim, check_is_tensor, check_same_device, check_same_dtype, check_shape, \
+    check_tensor, check_triton
+from ._triton import LOG2E, tl, triton
 
 _jit = triton.jit
 
@@ -50,9 +53,6 @@ def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
 # Triton kernels
 # ----------------------------------------------------------------------------------------------
 
-_LOG2E = 1.4426950408889634  # softmax in base 2: exp(x) = exp2(x * log2(e)), exp2 is one MUFU op
-
-
 @_jit
 def _decode_attn_split_kernel(
     Q, K, V, LENGTHS, OUT, PART_ACC, PART_M, PART_L,
@@ -61,7 +61,7 @@ def _decode_attn_split_kernel(
     stride_v_b, stride_v_h, stride_v_t, stride_v_d,
     stride_len_b,
     stride_out_b, stride_out_h, stride_out_d,
-    H, T_MAX, qk_scale,
+    H, T_MAX, qk_scale,  # qk_scale = softmax scale * LOG2E: the softmax runs in base 2 (exp2 is one MUFU op)
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
     NUM_STAGES: tl.constexpr,
 ):
@@ -89,7 +89,7 @@ def _decode_attn_split_kernel(
 
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < HEAD_DIM  # folds away when HEAD_DIM is a power of two
-    # q pre-multiplied by scale * log2(e): the scores come out in log2 units for exp2
+    # q pre-multiplied by scale * LOG2E: the scores come out in log2 units for exp2
     q = tl.load(Q + b * stride_q_b + h * stride_q_h + offs_d * stride_q_d, mask=mask_d, other=0.0)
     q = q.to(tl.float32) * qk_scale  # (BLOCK_D,)
     k_row = K + b * stride_k_b + h * stride_k_h + offs_d[None, :] * stride_k_d  # (1, BLOCK_D)
@@ -171,8 +171,7 @@ def _decode_attn_merge_kernel(
 # Launcher
 # ----------------------------------------------------------------------------------------------
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_MAX_HEAD_DIM = 256
+MAX_HEAD_DIM = 256
 _MIN_CHUNK = 32  # keys: a chunk shorter than this costs more in merge traffic than it balances
 _MAX_SPLITS = 64
 # Programs to aim for per SM. A 16-bit 64 x 64 program keeps two 16 KiB K+V tiles in flight
@@ -186,10 +185,6 @@ _PROGRAMS_PER_SM = 2
 @functools.lru_cache(maxsize=None)
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 def _num_splits(batch_heads: int, t_max: int, device: torch.device) -> int:
@@ -211,99 +206,8 @@ def _num_splits(batch_heads: int, t_max: int, device: torch.device) -> int:
 def _block_n(t_max: int, num_splits: int, head_dim: int) -> int:
     """Keys per tile: a tile of about 4096 elements (8 KiB of K plus 8 KiB of V in 16-bit, 32
     elements per thread at 4 warps), no longer than a chunk needs, at least 16."""
-    cap = max(16, 4096 // _next_pow2(head_dim))  # D=64 -> 64, D=128 -> 32, D=16 -> 256
-    return max(16, min(cap, 128, _next_pow2(triton.cdiv(t_max, num_splits))))
-
-
-def _check_inputs(q, k_cache, v_cache, lengths, scale):
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("lengths", lengths)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"decode_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if q.dim() != 3:
-        raise ValueError(f"decode_attention: q must be (B, H, D), got shape {tuple(q.shape)}")
-    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
-        raise ValueError(
-            "decode_attention: k_cache and v_cache must both be (B, H, T_max, D), got shapes "
-            f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
-        )
-    B, H, D = q.shape
-    if k_cache.shape[:2] != (B, H) or k_cache.shape[3] != D:
-        raise ValueError(
-            f"decode_attention: caches {tuple(k_cache.shape)} do not match q {tuple(q.shape)}; "
-            "expected (B, H, T_max, D) with q's B, H, D"
-        )
-    if q.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"decode_attention: q dtype {q.dtype} is not supported; allowed: {_FLOAT_DTYPES}")
-    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
-        raise TypeError(
-            "decode_attention: q, k_cache, v_cache must share one dtype, got "
-            f"{q.dtype}, {k_cache.dtype}, {v_cache.dtype}"
-        )
-    if lengths.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"decode_attention: lengths must be int32 or int64, got {lengths.dtype}")
-    if lengths.shape != (B,):
-        raise ValueError(f"decode_attention: lengths must be (B,) = ({B},), got shape {tuple(lengths.shape)}")
-    devices = {t.device for t in (q, k_cache, v_cache, lengths)}
-    if len(devices) != 1:
-        raise ValueError(f"decode_attention: q, k_cache, v_cache, lengths must be on one device, got {devices}")
-    if not 1 <= D <= _MAX_HEAD_DIM:
-        raise ValueError(f"decode_attention: head dim {D} is not supported; allowed: 1 to {_MAX_HEAD_DIM}")
-    if k_cache.shape[2] < 1:
-        raise ValueError("decode_attention: the cache needs T_max >= 1 positions")
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise TypeError(f"decode_attention: scale must be a Python number or None, got {type(scale).__name__}")
-    # The values of lengths are checked only where that costs no device sync (CPU tensors): on
-    # CUDA a check would stall the stream and break graph capture, and the kernel clamps to T_max.
-    if lengths.device.type == "cpu" and B > 0:
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 1 or hi > k_cache.shape[2]:
-            raise ValueError(
-                f"decode_attention: lengths must lie in [1, T_max={k_cache.shape[2]}], got min {lo}, max {hi}"
-            )
-
-
-def _decode_attention(q, k_cache, v_cache, lengths, scale, num_splits, block_n):
-    """Launch with an explicit split count and tile size (the tests use this to force empty chunks)."""
-    B, H, D = q.shape
-    t_max = k_cache.shape[2]
-    out = torch.empty((B, H, D), dtype=q.dtype, device=q.device)  # (B, H, D)
-    if B == 0 or H == 0:
-        return out
-    scale = D**-0.5 if scale is None else float(scale)
-    block_d = _next_pow2(D)
-    if num_splits > 1:
-        # fixed-shape scratch: (B*H, S, D) partial sums of p * v, (B*H, S) running max and sum
-        part_acc = torch.empty((B * H, num_splits, D), dtype=torch.float32, device=q.device)
-        part_m = torch.empty((B * H, num_splits), dtype=torch.float32, device=q.device)
-        part_l = torch.empty((B * H, num_splits), dtype=torch.float32, device=q.device)
-    else:
-        part_acc = part_m = part_l = out  # unused: the single chunk writes OUT directly
-    num_warps = max(1, min(8, block_n * block_d // 1024))  # 4 warps for a 64 x 64 tile
-    # cp.async software pipelining of the K/V tiles (the loop is a tl.range): with 3 stages two
-    # tiles are in flight while one is used, 32 KiB of shared memory per 16-bit 64 x 64 program;
-    # float32 tiles are twice the bytes, so 2 stages keep about as many programs resident
-    num_stages = 3 if q.element_size() <= 2 else 2
-    _decode_attn_split_kernel[(B * H, num_splits)](
-        q, k_cache, v_cache, lengths, out, part_acc, part_m, part_l,
-        q.stride(0), q.stride(1), q.stride(2),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), k_cache.stride(3),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), v_cache.stride(3),
-        lengths.stride(0),
-        out.stride(0), out.stride(1), out.stride(2),
-        H, t_max, scale * _LOG2E,
-        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_N=block_n, NUM_SPLITS=num_splits, NUM_STAGES=num_stages,
-        num_warps=num_warps,
-    )
-    if num_splits > 1:
-        block_s = _next_pow2(num_splits)
-        _decode_attn_merge_kernel[(B * H,)](
-            part_acc, part_m, part_l, out,
-            out.stride(0), out.stride(1), out.stride(2),
-            H,
-            HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, BLOCK_S=block_s,
-            num_warps=max(1, min(4, block_s * block_d // 1024)),
-        )
-    return out
+    cap = max(16, 4096 // triton.next_power_of_2(head_dim))  # D=64 -> 64, D=128 -> 32, D=16 -> 256
+    return max(16, min(cap, 128, triton.next_power_of_2(triton.cdiv(t_max, num_splits))))
 
 
 def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
@@ -324,10 +228,84 @@ def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
     Memory traffic: reads ``sum_b lengths[b]`` keys and values of every head once, plus
     ``2 * B * H * splits * (D + 2) * 4`` bytes of partials when split.
     """
-    if tl is None:
-        raise RuntimeError("decode_attention: the Triton kernel needs triton; use decode_attention_ref")
-    _check_inputs(q, k_cache, v_cache, lengths, scale)
+    op = "decode_attention"
+    check_triton(op, "kernels.decode_attention_ref")
+    check_is_tensor(op, q=q, k_cache=k_cache, v_cache=v_cache, lengths=lengths)
+    check_tensor(q, "q", dims=("B", "H", "D"), dtypes=FLOAT_DTYPES, op=op)
+    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(
+            f"{op}: k_cache and v_cache must both be (B, H, T_max, D), got shapes "
+            f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
+        )
     B, H, D = q.shape
     t_max = k_cache.shape[2]
+    if k_cache.shape[:2] != (B, H) or k_cache.shape[3] != D:
+        raise ValueError(
+            f"{op}: caches {tuple(k_cache.shape)} do not match q {tuple(q.shape)}; "
+            "expected (B, H, T_max, D) with q's B, H, D"
+        )
+    check_same_dtype(op, q=q, k_cache=k_cache, v_cache=v_cache)
+    check_tensor(lengths, "lengths", dtypes=(torch.int32, torch.int64), op=op)
+    check_shape(lengths, "lengths", (B,), doc="(B,)", op=op)
+    check_same_device(op, q=q, k_cache=k_cache, v_cache=v_cache, lengths=lengths)
+    check_head_dim(D, MAX_HEAD_DIM, op=op)
+    if t_max < 1:
+        raise ValueError(f"{op}: the cache needs T_max >= 1 positions")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise TypeError(f"{op}: scale must be a Python number or None, got {type(scale).__name__}")
+    # The values of lengths are checked only where that costs no device sync (CPU tensors): on
+    # CUDA a check would stall the stream and break graph capture, and the kernel clamps to T_max.
+    if lengths.device.type == "cpu" and B > 0:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > t_max:
+            raise ValueError(f"{op}: lengths must lie in [1, T_max={t_max}], got min {lo}, max {hi}")
+
     num_splits = _num_splits(max(1, B * H), t_max, q.device)
     return _decode_attention(q, k_cache, v_cache, lengths, scale, num_splits, _block_n(t_max, num_splits, D))
+
+
+def _decode_attention(q, k_cache, v_cache, lengths, scale, num_splits, block_n):
+    """Launch with an explicit split count and tile size (the tests use this to force empty chunks);
+    arguments as :func:`decode_attention`, already checked."""
+    B, H, D = q.shape
+    t_max = k_cache.shape[2]
+    out = torch.empty((B, H, D), dtype=q.dtype, device=q.device)  # (B, H, D)
+    if B == 0 or H == 0:
+        return out
+    if num_splits > 1:
+        # fixed-shape scratch: (B*H, S, D) partial sums of p * v, (B*H, S) running max and sum
+        part_acc = torch.empty((B * H, num_splits, D), dtype=torch.float32, device=q.device)
+        part_m = torch.empty((B * H, num_splits), dtype=torch.float32, device=q.device)
+        part_l = torch.empty((B * H, num_splits), dtype=torch.float32, device=q.device)
+    else:
+        part_acc = part_m = part_l = out  # unused: the single chunk writes OUT directly
+    scale = D**-0.5 if scale is None else float(scale)
+    block_d = triton.next_power_of_2(D)
+    num_warps = max(1, min(8, block_n * block_d // 1024))  # 4 warps for a 64 x 64 tile
+    # cp.async software pipelining of the K/V tiles (the loop is a tl.range): with 3 stages two
+    # tiles are in flight while one is used, 32 KiB of shared memory per 16-bit 64 x 64 program;
+    # float32 tiles are twice the bytes, so 2 stages keep about as many programs resident
+    num_stages = 3 if q.element_size() <= 2 else 2
+
+    grid = (B * H, num_splits)
+    _decode_attn_split_kernel[grid](
+        q, k_cache, v_cache, lengths, out, part_acc, part_m, part_l,
+        q.stride(0), q.stride(1), q.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), k_cache.stride(3),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), v_cache.stride(3),
+        lengths.stride(0),
+        out.stride(0), out.stride(1), out.stride(2),
+        H, t_max, scale * LOG2E,
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_N=block_n, NUM_SPLITS=num_splits, NUM_STAGES=num_stages,
+        num_warps=num_warps,
+    )
+    if num_splits > 1:
+        block_s = triton.next_power_of_2(num_splits)
+        _decode_attn_merge_kernel[(B * H,)](
+            part_acc, part_m, part_l, out,
+            out.stride(0), out.stride(1), out.stride(2),
+            H,
+            HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, BLOCK_S=block_s,
+            num_warps=max(1, min(4, block_s * block_d // 1024)),
+        )
+    return out

@@ -5,27 +5,70 @@ CLVP quirks (docs/model.md §2.1-2.2): the rotation is the half-split (GPT-NeoX)
 through, and *v is rotated too* (an x-transformers legacy) without being un-rotated afterwards.
 The encoders mask padded keys only (queries at padded positions still produce output).
 
-File layout: eager reference (fallback and oracle), then the Triton kernel, then its launcher.
+File layout: the rotary tables and the eager reference (fallback and oracle), then the Triton
+kernels (the forward, which can also store each query row's log-sum-exp, and the FlashAttention-2
+style backward: a delta preprocess, a dK/dV kernel over key blocks and a dQ kernel over query
+blocks), then their launchers, then the autograd wrapper ``rotary_attention_autograd``.
 """
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
-from ._triton import tl, triton
+from ._checks import (FLOAT_DTYPES, check_head_dim, check_same_device, check_same_dtype, check_shape, check_tensor,
+                      check_triton)
+from ._triton import LOG2E, tl, triton, triton_interpreter
+
+ROTARY_BASE = 10000  # angles t * ROTARY_BASE^(-2i/R)
+
+
+def rotary_inv_freq(rotary_dim: int, device=None) -> torch.Tensor:
+    """The rotary frequencies ROTARY_BASE^(-2i/R), i < R/2, as transformers computes them: (R/2,)
+    float32, computed on the CPU (the same bits on every device) and then moved to ``device``."""
+    inv_freq = 1.0 / (ROTARY_BASE ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
+    return inv_freq if device is None else inv_freq.to(device)
+
+
+def rotary_angles(positions, rotary_dim: int, device=None) -> torch.Tensor:
+    """CLVP's rotary angles (docs/model.md §2.1): ``cat(freqs, freqs)`` with ``freqs[..., t, i] =
+    positions[..., t] * 10000^(-2i/R)``, i < R/2.
+
+    Arguments:
+        positions: an int T (positions 0 .. T-1) or a tensor (..., T) of positions.
+        rotary_dim: R, even.
+        device: where the angles go (default: the positions' device; the CPU for an int).
+    Returns:
+        (..., T, R) float32. Bit-identical to ``ClvpRotaryPositionalEmbedding`` (clvp/modeling.py):
+        the same inverse frequencies, computed on the CPU as that module's buffer is, then
+        ``positions.float()[..., None] * inv_freq`` on the positions' device.
+    """
+    if not isinstance(positions, torch.Tensor):
+        positions = torch.arange(int(positions), device=device)
+    elif device is not None:
+        positions = positions.to(device)
+    freqs = positions.to(torch.float32)[..., None] * rotary_inv_freq(rotary_dim, positions.device)  # (..., T, R/2)
+    return torch.cat((freqs, freqs), dim=-1)  # (..., T, R)
+
+
+def rotary_tables(positions, rotary_dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (cos, sin) tables of :func:`rotary_angles`, each (..., T, R) float32: (T, R) for an int T,
+    the tables every op here takes; (B, 1, T, R) for per-row positions of shape (B, 1, T)."""
+    emb = rotary_angles(positions, rotary_dim, device)
+    return emb.cos(), emb.sin()
 
 
 def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first ``R = cos.shape[-1]`` channels of ``x`` (..., T, D) by angles (T, R).
 
-    The rotation runs in float32 and the result is cast back to ``x.dtype``.
+    The rotation runs in float32 and the result is cast back to ``x.dtype`` (float64 inputs, the
+    tests' up-precision oracle, rotate in float64 instead, so that oracle and its autograd are
+    float64 throughout, e.g. for ``torch.autograd.gradcheck``).
     """
     rot = cos.shape[-1]
     half = rot // 2
-    xr = x[..., :rot].float()  # (..., T, R)
+    xr = x[..., :rot].to(torch.promote_types(x.dtype, torch.float32))  # (..., T, R)
     rotated = torch.cat((-xr[..., half:], xr[..., :half]), dim=-1)  # rotate_half: [x1|x2] -> [-x2|x1]
     out = xr * cos + rotated * sin
     if rot == x.shape[-1]:
@@ -56,11 +99,8 @@ def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, 
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton kernel
+# Triton kernels
 # ----------------------------------------------------------------------------------------------
-
-RCP_LN2 = 1.4426950408889634  # log2(e): the softmax runs in base 2 (exp2 is one instruction)
-
 
 @triton.jit
 def _to_input_dtype(x, DTYPE: tl.constexpr, EMULATE_BF16: tl.constexpr):
@@ -87,6 +127,23 @@ def _load_cols(X, stride_x_t, stride_x_d, offs_t, T, col0, offs_c, n_cols, EMULA
 
 
 @triton.jit
+def _load_table_halves(
+    COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,  # (T, R) float32
+    offs_t, T, offs_h, HALF: tl.constexpr,
+):
+    """The tables' halves at positions offs_t: cos[:, :h], cos[:, h:R], sin[:, :h], sin[:, h:R], each a
+    (len(offs_t), len(offs_h)) float32 tile, zeros outside."""
+    ok = (offs_t[:, None] < T) & (offs_h[None, :] < HALF)
+    cos_ptrs = COS + offs_t[:, None] * stride_cos_t + offs_h[None, :] * stride_cos_r
+    sin_ptrs = SIN + offs_t[:, None] * stride_sin_t + offs_h[None, :] * stride_sin_r
+    cos1 = tl.load(cos_ptrs, mask=ok, other=0.0)
+    cos2 = tl.load(cos_ptrs + HALF * stride_cos_r, mask=ok, other=0.0)
+    sin1 = tl.load(sin_ptrs, mask=ok, other=0.0)
+    sin2 = tl.load(sin_ptrs + HALF * stride_sin_r, mask=ok, other=0.0)
+    return cos1, cos2, sin1, sin2
+
+
+@triton.jit
 def _load_rotated_halves(
     X, stride_x_t, stride_x_d,  # X points at one (batch, head): a (T, D) slab with any strides
     COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,  # (T, R) float32
@@ -103,32 +160,57 @@ def _load_rotated_halves(
     halves (rather than gathering a permuted partner tile) loads every element once, contiguously.
     """
     x_dtype = X.dtype.element_ty
-    t_ok = offs_t[:, None] < T
-    h_ok = offs_h[None, :] < HALF
     x1 = _load_cols(X, stride_x_t, stride_x_d, offs_t, T, 0, offs_h, HALF, False).to(tl.float32)
     x2 = _load_cols(X, stride_x_t, stride_x_d, offs_t, T, HALF, offs_h, HALF, False).to(tl.float32)
-    cos_ptrs = COS + offs_t[:, None] * stride_cos_t + offs_h[None, :] * stride_cos_r
-    sin_ptrs = SIN + offs_t[:, None] * stride_sin_t + offs_h[None, :] * stride_sin_r
-    cos1 = tl.load(cos_ptrs, mask=t_ok & h_ok, other=0.0)
-    cos2 = tl.load(cos_ptrs + HALF * stride_cos_r, mask=t_ok & h_ok, other=0.0)
-    sin1 = tl.load(sin_ptrs, mask=t_ok & h_ok, other=0.0)
-    sin2 = tl.load(sin_ptrs + HALF * stride_sin_r, mask=t_ok & h_ok, other=0.0)
+    cos1, cos2, sin1, sin2 = _load_table_halves(
+        COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r, offs_t, T, offs_h, HALF
+    )
     r1 = _to_input_dtype(x1 * cos1 - x2 * sin1, x_dtype, EMULATE_BF16)
     r2 = _to_input_dtype(x2 * cos2 + x1 * sin2, x_dtype, EMULATE_BF16)
     return r1, r2
 
 
 @triton.jit
+def _unrotate_halves(
+    g1, g2,  # float32 gradients w.r.t. rot(x)[:, :h] and rot(x)[:, h:R] at positions offs_t
+    COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+    offs_t, T, offs_h, HALF: tl.constexpr,
+):
+    """The transpose of :func:`_load_rotated_halves`' rotation: gradients w.r.t. x1 and x2, in float32.
+
+        dx1 =  g1 * cos[:, :h] + g2 * sin[:, h:R]
+        dx2 = -g1 * sin[:, :h] + g2 * cos[:, h:R]
+    (the reference's float32 -> input dtype cast has the identity as its gradient).
+    """
+    cos1, cos2, sin1, sin2 = _load_table_halves(
+        COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r, offs_t, T, offs_h, HALF
+    )
+    return g1 * cos1 + g2 * sin2, g2 * cos2 - g1 * sin1
+
+
+@triton.jit
+def _store_cols(X, stride_x_t, stride_x_d, offs_t, T, col0, offs_c, n_cols, x, EMULATE_BF16: tl.constexpr):
+    """x[offs_t, col0 + offs_c] = float32 tile ``x`` rounded to X's dtype, for offs_t < T and offs_c < n_cols."""
+    x_dtype = X.dtype.element_ty
+    tl.store(
+        X + offs_t[:, None] * stride_x_t + (col0 + offs_c)[None, :] * stride_x_d,
+        _to_input_dtype(x, x_dtype, EMULATE_BF16).to(x_dtype),
+        mask=(offs_t[:, None] < T) & (offs_c[None, :] < n_cols),
+    )
+
+
+@triton.jit
 def _rotary_attention_kernel(
-    Q, K, V, COS, SIN, MASK, OUT,
+    Q, K, V, COS, SIN, MASK, OUT, LSE,
     stride_q_b, stride_q_h, stride_q_t, stride_q_d,  # Q: (B, H, T_Q, D), any strides
     stride_k_b, stride_k_h, stride_k_t, stride_k_d,  # K: (B, H, T_K, D)
     stride_v_b, stride_v_h, stride_v_t, stride_v_d,  # V: (B, H, T_K, D)
     stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,  # COS, SIN: (T, ROT_DIM) float32
     stride_mask_b, stride_mask_t,  # MASK: (B, T_K), nonzero = keep
     stride_out_b, stride_out_h, stride_out_t, stride_out_d,  # OUT: (B, H, T_Q, D)
+    # LSE: (B, H, T_Q) float32, contiguous (written only with STORE_LSE)
     H, T_Q, T_K,
-    qk_scale,  # softmax scale * log2(e)
+    qk_scale,  # softmax scale * LOG2E: the softmax runs in base 2 (exp2 is one instruction)
     T_BUCKET,  # next_power_of_2(T_K): only an autotuning key
     HEAD_DIM: tl.constexpr,  # D
     ROT_DIM: tl.constexpr,  # R, even, 0 = no rotary
@@ -139,11 +221,15 @@ def _rotary_attention_kernel(
     EMULATE_BF16: tl.constexpr,  # interpreter + bfloat16 only: bf16 values carried in float32 (see launcher)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    STORE_LSE: tl.constexpr = False,  # also store every query row's log-sum-exp (for the backward)
 ):
     """Flash-attention forward for (BLOCK_M queries, one batch row, one head) with rotary applied on load.
 
     Every head's channels are handled as three column groups: the two rotary halves [0, R/2) and
     [R/2, R), and the pass-through [R, D). q . k sums three dots; p @ v fills three accumulators.
+    With STORE_LSE, LSE[b, h, i] = m_i + log2(l_i) = log2(sum_j exp2(qk_scale * q~_i . k~_j)) over the
+    kept keys: the log-sum-exp of the softmax's scores in base-2 units (natural units times LOG2E),
+    from which the backward recomputes p = exp2(qk_scale * s - LSE) without a running max.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -230,6 +316,282 @@ def _rotary_attention_kernel(
         outp = _to_input_dtype(accp / l_i[:, None], o_dtype, EMULATE_BF16).to(o_dtype)
         tl.store(o_rows + (ROT_DIM + offs_p)[None, :] * stride_out_d, outp,
                  mask=m_ok & (offs_p[None, :] < HEAD_DIM - ROT_DIM))
+    if STORE_LSE:
+        tl.store(LSE + pid_bh * T_Q + offs_m, m_i + tl.log2(l_i), mask=offs_m < T_Q)
+
+
+@triton.jit
+def _rotary_attention_bwd_preprocess(
+    OUT, DO, DELTA,
+    stride_out_b, stride_out_h, stride_out_t, stride_out_d,  # OUT: (B, H, T_Q, D), the forward's output
+    stride_do_b, stride_do_h, stride_do_t, stride_do_d,  # DO: (B, H, T_Q, D), the output's gradient
+    # DELTA: (B, H, T_Q) float32, contiguous
+    H, T_Q,
+    HEAD_DIM: tl.constexpr,
+    D_BLOCK: tl.constexpr,  # D padded to a power of two >= 16
+    BLOCK_M: tl.constexpr,
+):
+    """delta[b, h, i] = sum_d dO[i, d] * O[i, d] in float32 for BLOCK_M query rows of one (batch row, head).
+
+    delta_i = sum_j P_ij dP_ij (since O_i = sum_j P_ij V~_j and dP_ij = dO_i . V~_j): the row term of the
+    softmax's gradient dS = P * (dP - delta), computed once here rather than in every key block.
+    """
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D_BLOCK)
+    o = _load_cols(OUT + b * stride_out_b + h * stride_out_h, stride_out_t, stride_out_d, offs_m, T_Q, 0, offs_d,
+                   HEAD_DIM, False).to(tl.float32)
+    do = _load_cols(DO + b * stride_do_b + h * stride_do_h, stride_do_t, stride_do_d, offs_m, T_Q, 0, offs_d,
+                    HEAD_DIM, False).to(tl.float32)
+    tl.store(DELTA + pid_bh * T_Q + offs_m, tl.sum(o * do, 1), mask=offs_m < T_Q)
+
+
+@triton.jit
+def _rotary_attention_bwd_dkdv_kernel(
+    Q, K, V, COS, SIN, MASK, DO, LSE, DELTA, DK, DV,
+    stride_q_b, stride_q_h, stride_q_t, stride_q_d,  # Q: (B, H, T_Q, D), any strides
+    stride_k_b, stride_k_h, stride_k_t, stride_k_d,  # K: (B, H, T_K, D)
+    stride_v_b, stride_v_h, stride_v_t, stride_v_d,  # V: (B, H, T_K, D)
+    stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,  # COS, SIN: (T, ROT_DIM) float32
+    stride_mask_b, stride_mask_t,  # MASK: (B, T_K), nonzero = keep
+    stride_do_b, stride_do_h, stride_do_t, stride_do_d,  # DO: (B, H, T_Q, D)
+    # LSE, DELTA: (B, H, T_Q) float32, contiguous (LSE in base-2 units, as the forward stores it)
+    stride_dk_b, stride_dk_h, stride_dk_t, stride_dk_d,  # DK: (B, H, T_K, D)
+    stride_dv_b, stride_dv_h, stride_dv_t, stride_dv_d,  # DV: (B, H, T_K, D)
+    H, T_Q, T_K,
+    sm_scale,  # the softmax scale
+    qk_scale,  # sm_scale * LOG2E, as in the forward
+    HEAD_DIM: tl.constexpr,
+    ROT_DIM: tl.constexpr,
+    HALF_BLOCK: tl.constexpr,
+    PASS_BLOCK: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # query rows per step of the loop
+    BLOCK_N: tl.constexpr,  # keys per program
+):
+    """dk and dv for BLOCK_N keys of one (batch row, head): the keys stay put, the queries stream past.
+
+    With K~, V~ (BLOCK_N keys) and, per query block, Q~, dO, LSE and delta, everything transposed so
+    that the keys are the rows (no transposed accumulators):
+        P^T  = exp2(qk_scale * K~ Q~^T - LSE)            masked keys: 0
+        dV~ += P^T dO                                    (P^T rounded to the input dtype, as p in the forward)
+        dP^T = V~ dO^T
+        dS^T = P^T * (dP^T - delta)
+        dK~ += dS^T Q~                                   (dS^T rounded to the input dtype)
+    then dK~ *= sm_scale, and dk, dv are dK~, dV~ through the transposed rotation (by the keys' angles).
+    Query rows past T_Q load q = dO = 0 and delta = 0, so they add nothing.
+    """
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    Q_BH = Q + b * stride_q_b + h * stride_q_h
+    K_BH = K + b * stride_k_b + h * stride_k_h
+    V_BH = V + b * stride_v_b + h * stride_v_h
+    DO_BH = DO + b * stride_do_b + h * stride_do_h
+    LSE_BH = LSE + pid_bh * T_Q
+    DELTA_BH = DELTA + pid_bh * T_Q
+    in_dtype = Q.dtype.element_ty
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key positions
+    offs_h = tl.arange(0, HALF_BLOCK)
+    offs_p = tl.arange(0, PASS_BLOCK)
+    keep = offs_n < T_K
+    if HAS_MASK:
+        kpm = tl.load(MASK + b * stride_mask_b + offs_n * stride_mask_t, mask=keep, other=0)
+        keep = keep & (kpm != 0)
+    if ROT_DIM > 0:  # rotated by the key positions' angles
+        k1, k2 = _load_rotated_halves(
+            K_BH, stride_k_t, stride_k_d, COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+            offs_n, T_K, offs_h, ROT_DIM // 2, EMULATE_BF16,
+        )  # 2 x (BLOCK_N, HALF_BLOCK)
+        v1, v2 = _load_rotated_halves(
+            V_BH, stride_v_t, stride_v_d, COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+            offs_n, T_K, offs_h, ROT_DIM // 2, EMULATE_BF16,
+        )
+        dk1 = tl.zeros([BLOCK_N, HALF_BLOCK], dtype=tl.float32)
+        dk2 = tl.zeros([BLOCK_N, HALF_BLOCK], dtype=tl.float32)
+        dv1 = tl.zeros([BLOCK_N, HALF_BLOCK], dtype=tl.float32)
+        dv2 = tl.zeros([BLOCK_N, HALF_BLOCK], dtype=tl.float32)
+    if HEAD_DIM > ROT_DIM:
+        kp = _load_cols(K_BH, stride_k_t, stride_k_d, offs_n, T_K, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM, EMULATE_BF16)
+        vp = _load_cols(V_BH, stride_v_t, stride_v_d, offs_n, T_K, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM, EMULATE_BF16)
+        dkp = tl.zeros([BLOCK_N, PASS_BLOCK], dtype=tl.float32)
+        dvp = tl.zeros([BLOCK_N, PASS_BLOCK], dtype=tl.float32)
+
+    for start_m in range(0, T_Q, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query positions
+        m_ok = offs_m < T_Q
+        s_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # scores, transposed
+        dp_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # dP^T = V~ dO^T
+        if ROT_DIM > 0:
+            q1, q2 = _load_rotated_halves(
+                Q_BH, stride_q_t, stride_q_d, COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+                offs_m, T_Q, offs_h, ROT_DIM // 2, EMULATE_BF16,
+            )  # 2 x (BLOCK_M, HALF_BLOCK)
+            do1 = _load_cols(DO_BH, stride_do_t, stride_do_d, offs_m, T_Q, 0, offs_h, ROT_DIM // 2, EMULATE_BF16)
+            do2 = _load_cols(DO_BH, stride_do_t, stride_do_d, offs_m, T_Q, ROT_DIM // 2, offs_h, ROT_DIM // 2,
+                             EMULATE_BF16)
+            s_t = tl.dot(k1, tl.trans(q1), s_t, input_precision=DOT_PRECISION)
+            s_t = tl.dot(k2, tl.trans(q2), s_t, input_precision=DOT_PRECISION)
+            dp_t = tl.dot(v1, tl.trans(do1), dp_t, input_precision=DOT_PRECISION)
+            dp_t = tl.dot(v2, tl.trans(do2), dp_t, input_precision=DOT_PRECISION)
+        if HEAD_DIM > ROT_DIM:
+            qp = _load_cols(Q_BH, stride_q_t, stride_q_d, offs_m, T_Q, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                            EMULATE_BF16)  # (BLOCK_M, PASS_BLOCK)
+            dop = _load_cols(DO_BH, stride_do_t, stride_do_d, offs_m, T_Q, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                             EMULATE_BF16)
+            s_t = tl.dot(kp, tl.trans(qp), s_t, input_precision=DOT_PRECISION)
+            dp_t = tl.dot(vp, tl.trans(dop), dp_t, input_precision=DOT_PRECISION)
+        lse = tl.load(LSE_BH + offs_m, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA_BH + offs_m, mask=m_ok, other=0.0)
+        p_t = tl.exp2(s_t * qk_scale - lse[None, :])  # (BLOCK_N, BLOCK_M), <= 1 on kept keys
+        p_t = tl.where(keep[:, None], p_t, 0.0)
+        ds_t = _to_input_dtype(p_t * (dp_t - delta[None, :]), in_dtype, EMULATE_BF16)
+        p_t = _to_input_dtype(p_t, in_dtype, EMULATE_BF16)
+        if ROT_DIM > 0:
+            dv1 = tl.dot(p_t, do1, dv1, input_precision=DOT_PRECISION)
+            dv2 = tl.dot(p_t, do2, dv2, input_precision=DOT_PRECISION)
+            dk1 = tl.dot(ds_t, q1, dk1, input_precision=DOT_PRECISION)
+            dk2 = tl.dot(ds_t, q2, dk2, input_precision=DOT_PRECISION)
+        if HEAD_DIM > ROT_DIM:
+            dvp = tl.dot(p_t, dop, dvp, input_precision=DOT_PRECISION)
+            dkp = tl.dot(ds_t, qp, dkp, input_precision=DOT_PRECISION)
+
+    # back through the rotation (keys' angles), rounded once to the input dtype
+    DK_BH = DK + b * stride_dk_b + h * stride_dk_h
+    DV_BH = DV + b * stride_dv_b + h * stride_dv_h
+    if ROT_DIM > 0:
+        g1, g2 = _unrotate_halves(dk1 * sm_scale, dk2 * sm_scale, COS, SIN, stride_cos_t, stride_cos_r,
+                                  stride_sin_t, stride_sin_r, offs_n, T_K, offs_h, ROT_DIM // 2)
+        _store_cols(DK_BH, stride_dk_t, stride_dk_d, offs_n, T_K, 0, offs_h, ROT_DIM // 2, g1, EMULATE_BF16)
+        _store_cols(DK_BH, stride_dk_t, stride_dk_d, offs_n, T_K, ROT_DIM // 2, offs_h, ROT_DIM // 2, g2, EMULATE_BF16)
+        g1, g2 = _unrotate_halves(dv1, dv2, COS, SIN, stride_cos_t, stride_cos_r,
+                                  stride_sin_t, stride_sin_r, offs_n, T_K, offs_h, ROT_DIM // 2)
+        _store_cols(DV_BH, stride_dv_t, stride_dv_d, offs_n, T_K, 0, offs_h, ROT_DIM // 2, g1, EMULATE_BF16)
+        _store_cols(DV_BH, stride_dv_t, stride_dv_d, offs_n, T_K, ROT_DIM // 2, offs_h, ROT_DIM // 2, g2, EMULATE_BF16)
+    if HEAD_DIM > ROT_DIM:
+        _store_cols(DK_BH, stride_dk_t, stride_dk_d, offs_n, T_K, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                    dkp * sm_scale, EMULATE_BF16)
+        _store_cols(DV_BH, stride_dv_t, stride_dv_d, offs_n, T_K, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM, dvp,
+                    EMULATE_BF16)
+
+
+@triton.jit
+def _rotary_attention_bwd_dq_kernel(
+    Q, K, V, COS, SIN, MASK, DO, LSE, DELTA, DQ,
+    stride_q_b, stride_q_h, stride_q_t, stride_q_d,  # Q: (B, H, T_Q, D), any strides
+    stride_k_b, stride_k_h, stride_k_t, stride_k_d,  # K: (B, H, T_K, D)
+    stride_v_b, stride_v_h, stride_v_t, stride_v_d,  # V: (B, H, T_K, D)
+    stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,  # COS, SIN: (T, ROT_DIM) float32
+    stride_mask_b, stride_mask_t,  # MASK: (B, T_K), nonzero = keep
+    stride_do_b, stride_do_h, stride_do_t, stride_do_d,  # DO: (B, H, T_Q, D)
+    # LSE, DELTA: (B, H, T_Q) float32, contiguous (LSE in base-2 units, as the forward stores it)
+    stride_dq_b, stride_dq_h, stride_dq_t, stride_dq_d,  # DQ: (B, H, T_Q, D)
+    H, T_Q, T_K,
+    sm_scale,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    ROT_DIM: tl.constexpr,
+    HALF_BLOCK: tl.constexpr,
+    PASS_BLOCK: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # query rows per program
+    BLOCK_N: tl.constexpr,  # keys per step of the loop
+):
+    """dq for BLOCK_M query rows of one (batch row, head): the queries stay put, the keys stream past.
+
+        P    = exp2(qk_scale * Q~ K~^T - LSE)            masked keys: 0
+        dP   = dO V~^T
+        dS   = P * (dP - delta)
+        dQ~ += dS K~                                     (dS rounded to the input dtype)
+    then dQ~ *= sm_scale and dq is dQ~ through the transposed rotation (by the queries' angles).
+    """
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    Q_BH = Q + b * stride_q_b + h * stride_q_h
+    K_BH = K + b * stride_k_b + h * stride_k_h
+    V_BH = V + b * stride_v_b + h * stride_v_h
+    DO_BH = DO + b * stride_do_b + h * stride_do_h
+    in_dtype = Q.dtype.element_ty
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query positions
+    offs_h = tl.arange(0, HALF_BLOCK)
+    offs_p = tl.arange(0, PASS_BLOCK)
+    m_ok = offs_m < T_Q
+    if ROT_DIM > 0:
+        q1, q2 = _load_rotated_halves(
+            Q_BH, stride_q_t, stride_q_d, COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+            offs_m, T_Q, offs_h, ROT_DIM // 2, EMULATE_BF16,
+        )  # 2 x (BLOCK_M, HALF_BLOCK)
+        do1 = _load_cols(DO_BH, stride_do_t, stride_do_d, offs_m, T_Q, 0, offs_h, ROT_DIM // 2, EMULATE_BF16)
+        do2 = _load_cols(DO_BH, stride_do_t, stride_do_d, offs_m, T_Q, ROT_DIM // 2, offs_h, ROT_DIM // 2,
+                         EMULATE_BF16)
+        dq1 = tl.zeros([BLOCK_M, HALF_BLOCK], dtype=tl.float32)
+        dq2 = tl.zeros([BLOCK_M, HALF_BLOCK], dtype=tl.float32)
+    if HEAD_DIM > ROT_DIM:
+        qp = _load_cols(Q_BH, stride_q_t, stride_q_d, offs_m, T_Q, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM, EMULATE_BF16)
+        dop = _load_cols(DO_BH, stride_do_t, stride_do_d, offs_m, T_Q, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                         EMULATE_BF16)
+        dqp = tl.zeros([BLOCK_M, PASS_BLOCK], dtype=tl.float32)
+    lse = tl.load(LSE + pid_bh * T_Q + offs_m, mask=m_ok, other=0.0)
+    delta = tl.load(DELTA + pid_bh * T_Q + offs_m, mask=m_ok, other=0.0)
+
+    for start_n in range(0, T_K, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key positions
+        keep = offs_n < T_K
+        if HAS_MASK:
+            kpm = tl.load(MASK + b * stride_mask_b + offs_n * stride_mask_t, mask=keep, other=0)
+            keep = keep & (kpm != 0)
+        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        dp = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        if ROT_DIM > 0:
+            k1, k2 = _load_rotated_halves(
+                K_BH, stride_k_t, stride_k_d, COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+                offs_n, T_K, offs_h, ROT_DIM // 2, EMULATE_BF16,
+            )  # 2 x (BLOCK_N, HALF_BLOCK)
+            v1, v2 = _load_rotated_halves(
+                V_BH, stride_v_t, stride_v_d, COS, SIN, stride_cos_t, stride_cos_r, stride_sin_t, stride_sin_r,
+                offs_n, T_K, offs_h, ROT_DIM // 2, EMULATE_BF16,
+            )
+            s = tl.dot(q1, tl.trans(k1), s, input_precision=DOT_PRECISION)
+            s = tl.dot(q2, tl.trans(k2), s, input_precision=DOT_PRECISION)
+            dp = tl.dot(do1, tl.trans(v1), dp, input_precision=DOT_PRECISION)
+            dp = tl.dot(do2, tl.trans(v2), dp, input_precision=DOT_PRECISION)
+        if HEAD_DIM > ROT_DIM:
+            kp = _load_cols(K_BH, stride_k_t, stride_k_d, offs_n, T_K, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                            EMULATE_BF16)  # (BLOCK_N, PASS_BLOCK)
+            vp = _load_cols(V_BH, stride_v_t, stride_v_d, offs_n, T_K, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                            EMULATE_BF16)
+            s = tl.dot(qp, tl.trans(kp), s, input_precision=DOT_PRECISION)
+            dp = tl.dot(dop, tl.trans(vp), dp, input_precision=DOT_PRECISION)
+        p = tl.exp2(s * qk_scale - lse[:, None])  # (BLOCK_M, BLOCK_N)
+        p = tl.where(keep[None, :], p, 0.0)
+        ds = _to_input_dtype(p * (dp - delta[:, None]), in_dtype, EMULATE_BF16)
+        if ROT_DIM > 0:
+            dq1 = tl.dot(ds, k1, dq1, input_precision=DOT_PRECISION)
+            dq2 = tl.dot(ds, k2, dq2, input_precision=DOT_PRECISION)
+        if HEAD_DIM > ROT_DIM:
+            dqp = tl.dot(ds, kp, dqp, input_precision=DOT_PRECISION)
+
+    DQ_BH = DQ + b * stride_dq_b + h * stride_dq_h
+    if ROT_DIM > 0:  # back through the rotation (queries' angles)
+        g1, g2 = _unrotate_halves(dq1 * sm_scale, dq2 * sm_scale, COS, SIN, stride_cos_t, stride_cos_r,
+                                  stride_sin_t, stride_sin_r, offs_m, T_Q, offs_h, ROT_DIM // 2)
+        _store_cols(DQ_BH, stride_dq_t, stride_dq_d, offs_m, T_Q, 0, offs_h, ROT_DIM // 2, g1, EMULATE_BF16)
+        _store_cols(DQ_BH, stride_dq_t, stride_dq_d, offs_m, T_Q, ROT_DIM // 2, offs_h, ROT_DIM // 2, g2, EMULATE_BF16)
+    if HEAD_DIM > ROT_DIM:
+        _store_cols(DQ_BH, stride_dq_t, stride_dq_d, offs_m, T_Q, ROT_DIM, offs_p, HEAD_DIM - ROT_DIM,
+                    dqp * sm_scale, EMULATE_BF16)
 
 
 # Launch configurations. On CUDA a small list is autotuned per (T bucket, D, R, mask, dtype).
@@ -252,7 +614,6 @@ _CUDA_CONFIGS = (  # (BLOCK_M, BLOCK_N, num_warps, num_stages)
     (64, 32, 4, 4),
 )
 _INTERPRETER_BLOCKS = (32, 16)  # (BLOCK_M, BLOCK_N)
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 
 
@@ -266,11 +627,115 @@ def _autotuned_kernel():
     )
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+# The backward's CUDA launch: one fixed config per kernel, (BLOCK_M, BLOCK_N, num_warps, num_stages),
+# by input dtype and head dim; BLOCK_N keys per dK/dV program (BLOCK_M the query step of its loop),
+# BLOCK_M queries per dQ program (BLOCK_N the key step). Not timed: no GPU was available. Chosen from
+# sm_90 compiles without a GPU (triton.compile for GPUTarget("cuda", 90, 32), then ptxas -v; mask on,
+# figures per program as dkdv / dq), as the largest tiles that compile without register spills:
+#   bf16/fp16, D = 64, R = 32, 64 x 64, 4 warps, 2 stages: 252 / 190 registers, 0 spills, 66 / 64 KB
+#     shared memory (3 stages: 99 KB, no gain in registers; 8 warps: 178 / 142 registers);
+#   bf16, D = 128, R = 64, 64 x 64, 8 warps: 254 / 212 registers, 0 spills, 131 / 128 KB (4 warps spill);
+#   bf16, D = 256: dkdv 64-query steps x 32 keys, 8 warps, 1 stage (R = 0: 170 registers, no spills;
+#     R = 64: 128 B spilled), dq 32 x 32, 4 warps, 2 stages (no spills, 68-100 KB);
+#   float32 inputs use IEEE dots (FMA, not tensor cores), whose tiles take several times the registers:
+#     64 x 64 spills kilobytes even at D = 64, so smaller tiles (D = 64: 138 / 156 registers, no spills).
+# All stay under sm_90's 227 KB of shared memory per block.
+_BWD_PREPROCESS_ROWS = 32  # query rows per delta program (D up to 256: 32 x 256 float32 tiles)
+_BWD_CUDA_CONFIGS = {  # input is float32 -> ((max head dim, dkdv config, dq config), ...)
+    False: (
+        (64, (64, 64, 4, 2), (64, 64, 4, 2)),
+        (128, (64, 64, 8, 2), (64, 64, 8, 2)),
+        (256, (64, 32, 8, 1), (32, 32, 4, 2)),
+    ),
+    True: (
+        (64, (64, 32, 8, 2), (64, 32, 8, 2)),
+        (128, (32, 16, 4, 2), (16, 32, 4, 2)),
+        (256, (16, 16, 4, 2), (16, 16, 4, 2)),
+    ),
+}
 
 
-def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
+def _bwd_cuda_config(head_dim: int, dtype: torch.dtype):
+    """(dkdv config, dq config) for head dim D and the input dtype, each (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    for max_d, dkdv, dq in _BWD_CUDA_CONFIGS[dtype == torch.float32]:
+        if head_dim <= max_d:
+            return dkdv, dq
+    raise AssertionError(head_dim)  # the launcher checks D <= MAX_HEAD_DIM
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(op: str, q, k, v, cos, sin, key_padding_mask) -> int:
+    """The shared checks of the forward and backward launchers; returns the rotary width R (0 = none)."""
+    check_triton(op, "kernels.rotary_attention_ref", q)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(t, name, dims=("B", "H", "T", "D"), dtypes=FLOAT_DTYPES, op=op)
+    check_same_dtype(op, q=q, k=k, v=v)
+    check_same_device(op, q=q, k=k, v=v, cos=cos, sin=sin, key_padding_mask=key_padding_mask)
+    B, H, T_q, D = q.shape
+    T_k = k.shape[2]
+    if k.shape != v.shape or k.shape[:2] != (B, H) or k.shape[3] != D:
+        raise ValueError(
+            f"{op}: k and v must be (B, H, T_k, D) = ({B}, {H}, T_k, {D}) with q (B, H, T_q, D) = {tuple(q.shape)}; "
+            f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    check_head_dim(D, MAX_HEAD_DIM, op=op)
+    if (cos is None) != (sin is None):
+        raise ValueError(f"{op}: cos and sin must be given together (or both None for no rotary)")
+    rot_dim = 0
+    if cos is not None:
+        check_tensor(cos, "cos", dims=("T", "R"), dtypes=(torch.float32,), op=op)
+        check_shape(sin, "sin", tuple(cos.shape), doc="cos's shape (T, R)", op=op)
+        check_tensor(sin, "sin", dtypes=(torch.float32,), op=op)
+        rot_dim = cos.shape[1]
+        if rot_dim % 2 or rot_dim > D:
+            raise ValueError(f"{op}: rotary width R={rot_dim} must be even and at most the head dim D={D}")
+        if cos.shape[0] != T_q or T_k != T_q:
+            raise ValueError(
+                f"{op}: with rotary, cos/sin rows ({cos.shape[0]}) must equal the query and key lengths ({T_q}, {T_k})"
+            )
+    if key_padding_mask is not None:
+        check_shape(key_padding_mask, "key_padding_mask", (B, T_k), doc="(B, T_k)", op=op)
+        if key_padding_mask.is_complex():
+            raise TypeError(f"{op}: key_padding_mask must be bool, integer or float, not complex")
+    if B * H * T_q > 0:  # (an empty output returns before the launch)
+        if T_k == 0:
+            raise ValueError(f"{op}: T_k = 0: every query row must keep at least one key")
+        if B * H > 65535:
+            raise ValueError(f"{op}: B * H = {B * H} exceeds the CUDA grid's second dimension (65535); split the batch")
+    return rot_dim
+
+
+def _kernel_operands(q, cos, sin, key_padding_mask, rot_dim: int):
+    """(cos, sin, mask) as the kernels take them: never-read placeholders for absent ones, a bool
+    mask viewed as uint8 (no copy)."""
+    if rot_dim == 0:
+        cos = sin = q.new_empty((1, 1), dtype=torch.float32)  # never read: ROT_DIM = 0 compiles the rotation out
+    if key_padding_mask is None:
+        mask = q.new_empty((1, 1), dtype=torch.uint8)  # never read
+    else:
+        mask = key_padding_mask.view(torch.uint8) if key_padding_mask.dtype == torch.bool else key_padding_mask
+    return cos, sin, mask
+
+
+def _kernel_meta(q, rot_dim: int, has_mask: bool, emulate_bf16: bool) -> dict:
+    """The constexprs the forward and backward kernels share."""
+    D = q.shape[3]
+    return dict(
+        HEAD_DIM=D,
+        ROT_DIM=rot_dim,
+        HALF_BLOCK=max(16, triton.next_power_of_2(rot_dim // 2)),
+        PASS_BLOCK=max(16, triton.next_power_of_2(D - rot_dim)),
+        HAS_MASK=has_mask,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 or emulate_bf16 else "tf32",
+        EMULATE_BF16=emulate_bf16,
+    )
+
+
+def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, return_lse=False):
     """Fused bidirectional attention with CLVP's partial rotary on q, k and v (Triton).
 
     Same signature and semantics as :func:`rotary_attention_ref`.
@@ -281,117 +746,204 @@ def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scal
             float32, float16 or bfloat16. D from 1 to 256 (designed for 32..128): the kernel works on
             three channel groups, [0, R/2), [R/2, R) and [R, D), each padded to a power of two >= 16
             (tl.dot's minimum) with masked loads and stores, so D need not be a power of two.
-        cos, sin: (T, R) float32 tables (``cat(freqs, freqs)``), R even, 0 <= R <= D, T = T_q = T_k;
-            both None for no rotary (the conditioning encoder). The first R channels of every head of
-            q, k and v are rotated (half-split) by their own position's angles; the rest pass through.
+        cos, sin: (T, R) float32 tables (``cat(freqs, freqs)``, see :func:`rotary_tables`), R even,
+            0 <= R <= D, T = T_q = T_k; both None for no rotary (the conditioning encoder). The first
+            R channels of every head of q, k and v are rotated (half-split) by their own position's
+            angles; the rest pass through. (Per-row (B, 1, T, R) tables are handled by the dispatch,
+            ``kernels.rotary_attention``.)
         key_padding_mask: (B, T_k), nonzero = attend to that key (bool, integer or float); None
             attends everywhere. Every row must keep at least one key (not checked: it would cost a sync).
         scale: softmax scale, default ``D ** -0.5``.
+        return_lse: also return every query row's log-sum-exp, what the backward needs (the output
+            is bit-identical either way).
     Returns:
         (B, H, T_q, D) in q's dtype: a permuted view of a contiguous (B, T_q, H, D) buffer, so
-        ``out.transpose(1, 2).reshape(B, T_q, H * D)`` is free.
+        ``out.transpose(1, 2).reshape(B, T_q, H * D)`` is free. With ``return_lse``, ``(out, lse)``:
+        lse (B, H, T_q) float32, contiguous, in base-2 units: ``lse[b, h, i] =
+        log2(sum_j exp(scale * q~_i . k~_j))`` over the kept keys j (q~, k~ the rotated q, k rounded to
+        the input dtype), i.e. natural log-sum-exp times log2(e).
     Numerics: rotation in float32 rounded back to the input dtype (as the reference), scores and
     the online softmax in float32, p rounded to the input dtype for the p @ v product; float32
     inputs use IEEE float32 dot products (no TF32).
     """
-    if tl is None:
-        raise RuntimeError("rotary_attention (Triton) needs triton; use kernels.rotary_attention_ref")
-    if isinstance(q, torch.Tensor) and not q.is_cuda and not _interpreting():
-        raise RuntimeError(
-            "rotary_attention (Triton) got CPU tensors: run it on CUDA tensors, or set TRITON_INTERPRET=1 before "
-            "triton is imported to simulate it, or use kernels.rotary_attention_ref"
-        )
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D (B, H, T, D) tensor, got {getattr(t, 'shape', type(t))}")
-        if t.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{name} has dtype {t.dtype}; allowed dtypes are float32, float16, bfloat16")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    op = "rotary_attention"
+    rot_dim = _check_inputs(op, q, k, v, cos, sin, key_padding_mask)
     B, H, T_q, D = q.shape
     T_k = k.shape[2]
-    if k.shape != v.shape or k.shape[:2] != (B, H) or k.shape[3] != D:
-        raise ValueError(
-            f"k and v must be (B, H, T_k, D) = ({B}, {H}, T_k, {D}) with q (B, H, T_q, D) = {tuple(q.shape)}; "
-            f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if not 1 <= D <= MAX_HEAD_DIM:
-        raise ValueError(f"head dim D={D} is not supported; allowed 1 <= D <= {MAX_HEAD_DIM}")
 
-    if (cos is None) != (sin is None):
-        raise ValueError("cos and sin must be given together (or both None for no rotary)")
-    rot_dim = 0
-    if cos is not None:
-        if cos.dim() != 2 or cos.shape != sin.shape:
-            raise ValueError(f"cos and sin must both be (T, R), got {tuple(cos.shape)} and {tuple(sin.shape)}")
-        if cos.dtype != torch.float32 or sin.dtype != torch.float32:
-            raise TypeError(f"cos and sin must be float32 tables, got {cos.dtype} and {sin.dtype}")
-        rot_dim = cos.shape[1]
-        if rot_dim % 2 or rot_dim > D:
-            raise ValueError(f"rotary width R={rot_dim} must be even and at most the head dim D={D}")
-        if cos.shape[0] != T_q or T_k != T_q:
-            raise ValueError(
-                f"with rotary, cos/sin rows ({cos.shape[0]}) must equal the query and key lengths ({T_q}, {T_k})"
-            )
-        if cos.device != q.device or sin.device != q.device:
-            raise ValueError(f"cos/sin are on {cos.device}/{sin.device} but q is on {q.device}")
-    if rot_dim == 0:
-        cos = sin = q.new_empty((1, 1), dtype=torch.float32)  # never read: ROT_DIM = 0 compiles the rotation out
-
-    has_mask = key_padding_mask is not None
-    if has_mask:
-        if key_padding_mask.shape != (B, T_k):
-            raise ValueError(f"key_padding_mask must be (B, T_k) = ({B}, {T_k}), got {tuple(key_padding_mask.shape)}")
-        if key_padding_mask.device != q.device:
-            raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
-        if key_padding_mask.is_complex():
-            raise TypeError("key_padding_mask must be bool, integer or float, not complex")
-        mask = key_padding_mask.view(torch.uint8) if key_padding_mask.dtype == torch.bool else key_padding_mask
-    else:
-        mask = q.new_empty((1, 1), dtype=torch.uint8)  # never read
-
-    scale = D**-0.5 if scale is None else float(scale)
     out = torch.empty((B, T_q, H, D), dtype=q.dtype, device=q.device).permute(0, 2, 1, 3)  # (B, H, T_q, D) view
+    lse = torch.empty((B, H, T_q), dtype=torch.float32, device=q.device) if return_lse else None
     if out.numel() == 0:
-        return out
-    if T_k == 0:
-        raise ValueError("T_k = 0: every query row must keep at least one key")
-    if B * H > 65535:
-        raise ValueError(f"B * H = {B * H} exceeds the CUDA grid's second dimension (65535); split the batch")
-
-    args = (
-        q, k, v, cos, sin, mask, out,
-        *q.stride(), *k.stride(), *v.stride(),
-        *cos.stride(), *sin.stride(),
-        *mask.stride(),
-        *out.stride(),
-        H, T_q, T_k,
-        scale * RCP_LN2,
-        triton.next_power_of_2(T_k),
-    )
+        return (out, lse) if return_lse else out
+    cos, sin, mask = _kernel_operands(q, cos, sin, key_padding_mask, rot_dim)
+    scale = D**-0.5 if scale is None else float(scale)
+    interpreting = triton_interpreter()
     # Triton's interpreter does not support bfloat16 arithmetic: it stores bf16 as uint16, its tl.dot
     # multiplies the bit patterns (triton-lang/triton#11584) and its float32 -> bf16 cast truncates.
     # So under the interpreter, bf16 values are carried in float32 and rounded to nearest-even by
     # hand: bf16 x bf16 products are exact in float32, so the dots are the same arithmetic as a bf16
     # tensor-core dot with float32 accumulation, and every rounding matches the GPU's.
-    emulate_bf16 = _interpreting() and q.dtype == torch.bfloat16
-    meta = dict(
-        HEAD_DIM=D,
-        ROT_DIM=rot_dim,
-        HALF_BLOCK=max(16, triton.next_power_of_2(rot_dim // 2)),
-        PASS_BLOCK=max(16, triton.next_power_of_2(D - rot_dim)),
-        HAS_MASK=has_mask,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 or emulate_bf16 else "tf32",
-        EMULATE_BF16=emulate_bf16,
+    emulate_bf16 = interpreting and q.dtype == torch.bfloat16
+    args = (
+        q, k, v, cos, sin, mask, out,
+        lse if return_lse else cos,  # LSE: never written without STORE_LSE
+        *q.stride(), *k.stride(), *v.stride(),
+        *cos.stride(), *sin.stride(),
+        *mask.stride(),
+        *out.stride(),
+        H, T_q, T_k,
+        scale * LOG2E,
+        triton.next_power_of_2(T_k),
     )
-    if q.is_cuda and not _interpreting():
-        kernel = _autotuned_kernel()
+    meta = _kernel_meta(q, rot_dim, key_padding_mask is not None, emulate_bf16)
+    meta["STORE_LSE"] = return_lse
+
+    if q.is_cuda and not interpreting:
         grid = lambda META: (triton.cdiv(T_q, META["BLOCK_M"]), B * H)  # noqa: E731
-        kernel[grid](*args, **meta)
+        _autotuned_kernel()[grid](*args, **meta)
     else:
         block_m, block_n = _INTERPRETER_BLOCKS
         grid = (triton.cdiv(T_q, block_m), B * H)
         _rotary_attention_kernel[grid](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
-    return out
+    return (out, lse) if return_lse else out
+
+
+def rotary_attention_backward(grad_out, q, k, v, out, lse, cos=None, sin=None, key_padding_mask=None, *,
+                              scale=None):
+    """Gradients of :func:`rotary_attention` w.r.t. q, k and v (Triton, FlashAttention-2 style).
+
+    Arguments:
+        grad_out: (B, H, T_q, D), the gradient of ``out``; any strides, q's dtype.
+        q, k, v, cos, sin, key_padding_mask, scale: as given to the forward (same rules, same checks).
+        out: (B, H, T_q, D), the forward's output; any strides, q's dtype.
+        lse: (B, H, T_q) float32, the forward's ``return_lse`` log-sum-exp (base 2).
+    Returns:
+        (dq, dk, dv): (B, H, T_q, D), (B, H, T_k, D), (B, H, T_k, D) in q's dtype, each a permuted view
+        of a contiguous (B, T, H, D) buffer (the model's projection layout, as the forward's output).
+    Work: three launches, no atomics. (1) delta = rowsum(dO * O) in float32, (B, H, T_q), grid
+    (cdiv(T_q, 32), B * H). (2) dk, dv: grid (cdiv(T_k, BLOCK_N), B * H), each program keeps BLOCK_N
+    keys and loops over all query blocks. (3) dq: grid (cdiv(T_q, BLOCK_M), B * H), each program keeps
+    BLOCK_M queries and loops over all key blocks. Both recompute the probabilities from the saved
+    log-sum-exp and the rotated q, k, v (rotation applied on load, as in the forward); the
+    gradients w.r.t. the rotated tensors go back through the transposed rotation in float32 and
+    are rounded once to the input dtype. Masked keys get zero probability, so zero dk and dv.
+    Numerics: scores, probabilities, dP and dS in float32; P and dS rounded to the input dtype for
+    their tensor-core products (float32 inputs: IEEE float32 dots), accumulation in float32.
+    """
+    op = "rotary_attention_backward"
+    rot_dim = _check_inputs(op, q, k, v, cos, sin, key_padding_mask)
+    B, H, T_q, D = q.shape
+    T_k = k.shape[2]
+    check_tensor(grad_out, "grad_out", dims=("B", "H", "T_q", "D"), op=op)
+    check_shape(grad_out, "grad_out", tuple(q.shape), doc="q's shape (B, H, T_q, D)", op=op)
+    check_tensor(out, "out", dims=("B", "H", "T_q", "D"), op=op)
+    check_shape(out, "out", tuple(q.shape), doc="q's shape (B, H, T_q, D)", op=op)
+    check_same_dtype(op, q=q, grad_out=grad_out, out=out)
+    check_tensor(lse, "lse", dims=("B", "H", "T_q"), dtypes=(torch.float32,), op=op)
+    check_shape(lse, "lse", (B, H, T_q), doc="(B, H, T_q)", op=op)
+    check_same_device(op, q=q, grad_out=grad_out, out=out, lse=lse)
+
+    def bthd(t):  # (B, H, t, D) view of a contiguous (B, t, H, D) buffer
+        return torch.empty((B, t, H, D), dtype=q.dtype, device=q.device).permute(0, 2, 1, 3)
+
+    dq, dk, dv = bthd(T_q), bthd(T_k), bthd(T_k)
+    if dq.numel() == 0 or dk.numel() == 0:  # no query or no key: nothing flows back
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    cos, sin, mask = _kernel_operands(q, cos, sin, key_padding_mask, rot_dim)
+    lse = lse.contiguous()  # (B * H, T_q) rows, as the forward writes it: no copy
+    delta = torch.empty((B, H, T_q), dtype=torch.float32, device=q.device)
+    scale = D**-0.5 if scale is None else float(scale)
+    interpreting = triton_interpreter()
+    emulate_bf16 = interpreting and q.dtype == torch.bfloat16  # see rotary_attention
+    meta = _kernel_meta(q, rot_dim, key_padding_mask is not None, emulate_bf16)
+    common = (
+        q, k, v, cos, sin, mask, grad_out, lse, delta,
+    )
+    strides = (
+        *q.stride(), *k.stride(), *v.stride(),
+        *cos.stride(), *sin.stride(),
+        *mask.stride(),
+        *grad_out.stride(),
+    )
+    sizes = (H, T_q, T_k, scale, scale * LOG2E)
+    if q.is_cuda and not interpreting:
+        (dkdv_m, dkdv_n, dkdv_w, dkdv_s), (dq_m, dq_n, dq_w, dq_s) = _bwd_cuda_config(D, q.dtype)
+        pre_m, cuda = _BWD_PREPROCESS_ROWS, dict(num_warps=4)
+        dkdv_cuda, dq_cuda = dict(num_warps=dkdv_w, num_stages=dkdv_s), dict(num_warps=dq_w, num_stages=dq_s)
+    else:  # the interpreter: the forward's small fixed blocks
+        dq_m, dq_n = dkdv_m, dkdv_n = _INTERPRETER_BLOCKS
+        pre_m = _INTERPRETER_BLOCKS[0]
+        cuda = dkdv_cuda = dq_cuda = {}
+
+    _rotary_attention_bwd_preprocess[(triton.cdiv(T_q, pre_m), B * H)](
+        out, grad_out, delta, *out.stride(), *grad_out.stride(), H, T_q,
+        HEAD_DIM=D, D_BLOCK=max(16, triton.next_power_of_2(D)), BLOCK_M=pre_m, **cuda,
+    )
+    _rotary_attention_bwd_dkdv_kernel[(triton.cdiv(T_k, dkdv_n), B * H)](
+        *common, dk, dv, *strides, *dk.stride(), *dv.stride(), *sizes,
+        **meta, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n, **dkdv_cuda,
+    )
+    _rotary_attention_bwd_dq_kernel[(triton.cdiv(T_q, dq_m), B * H)](
+        *common, dq, *strides, *dq.stride(), *sizes,
+        **meta, BLOCK_M=dq_m, BLOCK_N=dq_n, **dq_cuda,
+    )
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd
+# ----------------------------------------------------------------------------------------------
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The identity on a gradient from the Triton backward, made to depend on what that gradient
+    depends on (q, k, v, grad_out): differentiating it again raises a clear error, where
+    ``once_differentiable`` would only say "does not require grad" for a constant grad_out."""
+
+    @staticmethod
+    def forward(ctx, grad, *depends_on):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "rotary_attention_autograd: double backward is not supported (its Triton backward is first-order "
+            "only); use kernels.rotary_attention_ref for higher-order gradients"
+        )
+
+
+class RotaryAttentionFunction(torch.autograd.Function):
+    """:func:`rotary_attention` with its Triton backward: gradients for q, k and v.
+
+    The forward saves q, k, v (the caller's tensors, no copies), the tables, the mask, the output and
+    the (B, H, T_q) float32 log-sum-exp; the backward recomputes the probabilities from them.
+    Gradients flow to q, k and v only (None for cos, sin, the mask and the scale); the backward is
+    not itself differentiable: with ``create_graph=True`` the gradients come back marked so that
+    differentiating them raises (see ``_FirstOrderOnly``).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, cos, sin, key_padding_mask, scale):
+        out, lse = rotary_attention(q, k, v, cos, sin, key_padding_mask, scale=scale, return_lse=True)
+        ctx.save_for_backward(q, k, v, cos, sin, key_padding_mask, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, cos, sin, key_padding_mask, out, lse = ctx.saved_tensors
+        with torch.no_grad():
+            grads = rotary_attention_backward(grad_out, q, k, v, out, lse, cos, sin, key_padding_mask,
+                                              scale=ctx.scale)
+        if torch.is_grad_enabled():  # create_graph=True: a later differentiation of these must fail loudly
+            grads = tuple(_FirstOrderOnly.apply(g, q, k, v, grad_out) for g in grads)
+        return (*grads, None, None, None, None)
+
+
+def rotary_attention_autograd(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
+    """:func:`rotary_attention` (same arguments, same output bits) with a Triton backward for q, k, v.
+
+    For training or any use that needs gradients; the plain launcher is cheaper when none are
+    needed (it stores no log-sum-exp and saves nothing). Only a first-order backward is supported.
+    """
+    return RotaryAttentionFunction.apply(q, k, v, cos, sin, key_padding_mask, scale)

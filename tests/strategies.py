@@ -30,6 +30,28 @@ def rotary_attention_cases(draw, max_batch: int = 3, max_heads: int = 3, max_len
     )
 
 
+@st.composite
+def rotary_attention_grad_cases(draw, max_batch: int = 2, max_heads: int = 2, max_len: int = 40):
+    """One fused-attention *backward* case, the keys of :func:`rotary_attention_cases`. Smaller than
+    the forward's (the interpreter runs three kernels, the dK/dV and dQ ones over every block pair);
+    up to 40 positions still cross 3 key blocks and 2 query blocks of the interpreter's tiles, and
+    D = 40 is not a power of two (channel groups padded: R/2 = 20 -> 32, D - R = 24 -> 32)."""
+    head_dim = draw(st.sampled_from((16, 32, 40, 64)))
+    return dict(
+        batch=draw(st.integers(1, max_batch)),
+        heads=draw(st.integers(1, max_heads)),
+        length=draw(st.integers(1, max_len)),
+        head_dim=head_dim,
+        rot_dim=draw(st.sampled_from((0, 8, 16, head_dim))),  # 0: no rotary; R = D: no pass-through channels
+        layout=draw(st.sampled_from(("bthd", "bhtd"))),
+        mask=draw(st.sampled_from(ROTARY_ATTENTION_MASKS)),
+        mask_dtype=draw(st.sampled_from((torch.bool, torch.int64, torch.float32))),
+        scale=draw(st.sampled_from((None, 0.3))),
+        dtype=draw(dtypes),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
 # ---- decode_attention (kernels/decode_attention.py) ------------------------------------------
 # Small shapes for Triton's interpreter: ragged per-row lengths against a static cache, several
 # key tiles per chunk (BLOCK_N down to 16) and more chunks than keys so that empty chunks occur.
@@ -61,11 +83,11 @@ def decode_attention_cases(draw, max_batch: int = 4, max_heads: int = 3, max_t: 
     )
 
 
-# ---- log_mel (kernels/logmel.py) and ClvpFeatureExtractor (clvp/feature_extraction.py) -------
+# ---- log_mel (kernels/log_mel.py) and ClvpFeatureExtractor (clvp/feature_extraction.py) ------
 # Small n_fft for Triton's interpreter (it pays per op, so a few big tiles), odd hops and lengths,
 # clips shorter than n_fft / 2 (the reflect padding folds more than once), quiet and silent stretches
 # (the 1e-5 clamp), and bin splits of the kernel's split path.
-LOG_MEL_SIGNALS = ("noise", "tones", "quiet", "gated")  # see tests/test_logmel.py::make_waveforms
+LOG_MEL_SIGNALS = ("noise", "tones", "quiet", "gated")  # see tests/test_log_mel.py::make_waveforms
 
 
 @st.composite

@@ -12,6 +12,7 @@ The reference is torch's masked ``scaled_dot_product_attention``, sharing no cod
 Every cache position at or beyond a row's length holds NaN for the kernel (the reference gets a
 clean copy): a chunk, tile or lane past the length that leaked into the result would show as NaN.
 """
+import importlib
 import subprocess
 import sys
 
@@ -20,14 +21,15 @@ import torch
 from hypothesis import example, given
 
 from clvp import kernels
-from clvp.kernels.decode_attention import _decode_attention, decode_attention, decode_attention_ref
-from tests._asserts import assert_close_verbose
-from tests._tolerances import allowed_error
-from tests.conftest import ROOT, requires_cuda
-from tests.strategies import decode_attention_cases
+from clvp.kernels.decode_attention import (_block_n, _decode_attention, _num_splits, decode_attention,
+                                           decode_attention_ref)
+
+from _asserts import assert_close_verbose
+from _tolerances import allowed_error
+from conftest import ROOT, requires_cuda
+from strategies import decode_attention_cases
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-_mod = sys.modules["clvp.kernels.decode_attention"]  # `kernels.decode_attention` is the dispatch function
 
 
 def make_cache(clean: torch.Tensor, layout: str, lengths: list[int]) -> torch.Tensor:
@@ -161,22 +163,23 @@ def test_dispatch_runs_the_kernel(kernels_backend, monkeypatch):
 
 def test_split_heuristic_depends_on_shapes_only(monkeypatch):
     """The documented split counts for a 132-SM GPU (2 programs per SM), and small counts on the CPU."""
-    monkeypatch.setattr(_mod, "_sm_count", lambda index: 132)
+    # the module itself (the attribute clvp.kernels.decode_attention is the dispatch function)
+    monkeypatch.setattr(importlib.import_module("clvp.kernels.decode_attention"), "_sm_count", lambda index: 132)
     cuda = torch.device("cuda", 0)
     # 16 heads: B=1 -> ceil(264/16) = 17 chunks, but at most one per 32 keys of T_max
-    assert _mod._num_splits(16, 1000, cuda) == 17
-    assert _mod._num_splits(16, 128, cuda) == 4
-    assert _mod._num_splits(16 * 16, 512, cuda) == 2  # B=16: ceil(264/256)
-    assert _mod._num_splits(64 * 16, 1000, cuda) == 1  # B=64 fills the GPU alone
-    assert _mod._num_splits(1, 10_000, cuda) == 64  # never more than 64 chunks
+    assert _num_splits(16, 1000, cuda) == 17
+    assert _num_splits(16, 128, cuda) == 4
+    assert _num_splits(16 * 16, 512, cuda) == 2  # B=16: ceil(264/256)
+    assert _num_splits(64 * 16, 1000, cuda) == 1  # B=64 fills the GPU alone
+    assert _num_splits(1, 10_000, cuda) == 64  # never more than 64 chunks
     cpu = torch.device("cpu")
-    assert [_mod._num_splits(bh, 70, cpu) for bh in (1, 2, 3, 4, 12)] == [3, 2, 2, 1, 1]
+    assert [_num_splits(bh, 70, cpu) for bh in (1, 2, 3, 4, 12)] == [3, 2, 2, 1, 1]
     # tiles: a chunk's worth of keys, 16 to 64 for D = 64, 32 for D = 128
-    assert _mod._block_n(1000, 17, 64) == 64
-    assert _mod._block_n(1000, 32, 64) == 32
-    assert _mod._block_n(512, 3, 64) == 64
-    assert _mod._block_n(1000, 1, 128) == 32
-    assert _mod._block_n(5, 1, 64) == 16
+    assert _block_n(1000, 17, 64) == 64
+    assert _block_n(1000, 32, 64) == 32
+    assert _block_n(512, 3, 64) == 64
+    assert _block_n(1000, 1, 128) == 32
+    assert _block_n(5, 1, 64) == 16
 
 
 def _bad(**kw):

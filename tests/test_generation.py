@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 import clvp.generation as gen
 from clvp import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig, ClvpModelForConditionalGeneration
+from clvp.candidates import PRESETS
 from clvp.generation import GenerationConfig
 
 from _asserts import assert_close_verbose
@@ -537,8 +538,8 @@ def test_candidate_presets(monkeypatch):
     assert len(res.scores) == 16
     cfg = spy.calls[0]["cfg"]
     assert (cfg.do_sample, cfg.temperature, cfg.top_p, cfg.top_k, cfg.repetition_penalty) == (True, 0.8, 0.8, 50, 2.0)
-    assert gen.PRESETS["fast"]["num_candidates"] == 96 and gen.PRESETS["standard"]["num_candidates"] == 256
-    assert gen.PRESETS["ultra_fast"]["max_new_tokens"] == 500
+    assert PRESETS["fast"]["num_candidates"] == 96 and PRESETS["standard"]["num_candidates"] == 256
+    assert PRESETS["ultra_fast"]["max_new_tokens"] == 500
     with pytest.raises(ValueError) as err:
         model.generate_candidates(g["in.text_ids"][:1], g["in.features"][:1], preset="turbo")
     for name in ("ultra_fast", "fast", "standard", "high_quality"):

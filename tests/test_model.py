@@ -701,24 +701,24 @@ def test_output_hidden_states_counts():
 def test_affine_matches_float64_linear(rows, with_bias):
     # the small-batch CPU path (W @ x.T, rows <= 64) and the usual one must both be F.linear up to
     # float32 rounding: at most twice F.linear's own float32 error against float64, plus a floor
-    from clvp.modeling import _affine
+    from clvp.products import affine
 
     g = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, 3, 96, generator=g)[:, 1]  # (rows, 96), a strided view on purpose
     w = torch.randn(160, 96, generator=g)
     b = torch.randn(160, generator=g) if with_bias else None
     exact = torch.nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
-    ours = _affine(x, w, b)
+    ours = affine(x, w, b)
     assert ours.shape == (rows, 160) and ours.dtype == torch.float32 and ours.is_contiguous()
     own = (torch.nn.functional.linear(x, w, b).double() - exact).abs().max().item()
     assert (ours.double() - exact).abs().max().item() <= 2 * own + 1e-5
-    assert _affine(x[None], w, b).shape == (1, rows, 160)  # leading dims kept
+    assert affine(x[None], w, b).shape == (1, rows, 160)  # leading dims kept
 
 
 def test_conv1d_weight_layout_survives_loading_and_saving():
     # stored (in, out) as in GPT-2 checkpoints but column-major in memory; state_dict() hands out
     # contiguous (in, out) tensors, so safetensors can save it
-    from clvp.modeling import Conv1D
+    from clvp.products import Conv1D
 
     layer = Conv1D(6, 4)  # nf=6 out, nx=4 in
     w = torch.arange(24, dtype=torch.float32).reshape(4, 6)  # (in, out) row-major, as a checkpoint holds it

@@ -87,3 +87,4 @@ def test_dispatch_triton_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         kernels.use_triton(torch.zeros(1))
+

@@ -7,6 +7,7 @@ ways a user does and run it from outside the checkout, where the repository root
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,7 +57,13 @@ def test_beside_hugging_face_kernels_package(tmp_path):
 
 
 def _build_wheel(out: Path) -> Path:
-    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)]
+    """A wheel of the repository's files, built in a copy (setuptools' build/ folder in the checkout
+    would otherwise keep files deleted since and put them in the wheel)."""
+    src = out.parent / "src"
+    for path in tracked_text_files("."):
+        (src / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, src / path.relative_to(ROOT))
+    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)]
     res = subprocess.run(base + ["--no-build-isolation"], capture_output=True, text=True, timeout=600)
     if res.returncode != 0:  # the environment lacks a recent setuptools: let pip fetch one
         run(base, out)
@@ -78,7 +85,7 @@ def test_wheel_installs_only_clvp(tmp_path):
                     tmp_path).stdout.strip())
     record = next(site.glob("clvp_triton-*.dist-info")) / "RECORD"
     top_level = {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines() if line}
-    top_level = {name for name in top_level if name != ".."}  # ../../bin/clvp: the console script
+    top_level = {name for name in top_level if name != ".."}  # the console script, bin/clvp, listed one folder up
     assert top_level == {"clvp", record.parent.name}, sorted(top_level)
 
     empty = tmp_path / "empty"
@@ -102,10 +109,10 @@ CITATION = re.compile(r"(?<!docs/)\b(reference|performance|style)\.md\b|\b[Ii]ss
 
 
 def tracked_text_files(*folders):
-    out = subprocess.run(["git", "ls-files", *folders], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *folders], cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:  # not a git checkout (an sdist, say): every file under the folders
-        return sorted(p for f in folders for p in (ROOT / f).rglob("*") if p.is_file())
-    return [ROOT / name for name in out.stdout.split()]
+        return sorted(p for f in folders for p in (ROOT / f).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return [ROOT / name for name in out.stdout.split("\0") if name and (ROOT / name).is_file()]
 
 
 @pytest.mark.parametrize("folder", ["tests", "bench"])

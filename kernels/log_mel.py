@@ -4,7 +4,7 @@ Per clip: centred STFT with reflect padding (``n_fft // 2`` samples each side), 
 (periodic Hann for CLVP), power 2, mel projection, ``log(clamp(mel, 1e-5))``, division by the
 per-mel norms. Hugging Face's NumPy extractor does the FFT in float64; the float32 FFT rounding
 matters only in the quiet low decades that survive the 1e-5 clamp (about 6e-5 in the log domain on
-real speech; see ``bench/results/logmel-cpu.md``), so the reference upcasts the DFT by default.
+real speech; see ``bench/results/log_mel-cpu.md``), so the reference upcasts the DFT by default.
 
 File layout: eager reference (fallback and oracle), then the Triton kernel, then its launcher.
 """
@@ -14,7 +14,8 @@ import functools
 
 import torch
 
-from ._triton import tl, triton
+from ._checks import FLOAT_DTYPES, check_same_device, check_shape, check_tensor, check_triton
+from ._triton import tl, triton, triton_interpreter
 
 LOG_CLAMP = 1e-5  # log(max(mel, 1e-5)): Tortoise's and Hugging Face's floor
 _REF_FRAMES = 128  # frames per DFT call in the reference on the CPU (cache-sized blocks)
@@ -148,9 +149,9 @@ def _folded_tiles(WAV_B, stride_wav_l, WINDOW, stride_window, frame_start, offs_
 
 @triton.jit
 def _store_log_mel(OUT_B, NORMS, stride_norms, stride_out_m, stride_out_t, mel, offs_t, offs_mel, in_mel, mask,
-                   HAS_NORMS: tl.constexpr):
-    """log(max(mel, 1e-5)) / norms for a (BLOCK_T, BLOCK_MEL) tile, stored transposed as (mels, frames)."""
-    out = tl.log(tl.maximum(mel, 1e-5))
+                   HAS_NORMS: tl.constexpr, LOG_CLAMP: tl.constexpr):
+    """log(max(mel, LOG_CLAMP)) / norms for a (BLOCK_T, BLOCK_MEL) tile, stored transposed as (mels, frames)."""
+    out = tl.log(tl.maximum(mel, LOG_CLAMP))
     if HAS_NORMS:
         norms = tl.load(NORMS + offs_mel * stride_norms, mask=in_mel, other=1.0)
         out = out / norms.to(tl.float32)[None, :]
@@ -169,6 +170,7 @@ def _log_mel_kernel(
     N_FFT: tl.constexpr,
     QP: tl.constexpr,  # Q = N_FFT // 4 rounded up to the blocks: TABLES is (4, QP, QP)
     HAS_NORMS: tl.constexpr,
+    LOG_CLAMP: tl.constexpr,  # the floor under the mel energies before the log (module constant LOG_CLAMP)
     K_SPLIT: tl.constexpr,  # programs per frame tile along the bins (1 = no workspace)
     BLOCK_T: tl.constexpr,  # frames per program
     BLOCK_M: tl.constexpr,  # folded samples per step (the dots' reduction dim)
@@ -256,11 +258,11 @@ def _log_mel_kernel(
             for s in range(K_SPLIT):  # fixed order: deterministic sums
                 mel += tl.load(ws_tile + s * BLOCK_T * BLOCK_MEL + offs_tile, cache_modifier=".cg")
             _store_log_mel(OUT_B, NORMS, stride_norms, stride_out_m, stride_out_t, mel, offs_t, offs_mel, in_mel,
-                           out_mask, HAS_NORMS)
+                           out_mask, HAS_NORMS, LOG_CLAMP)
             tl.atomic_xchg(count_ptr, 0)  # ready for the next launch
     else:
         _store_log_mel(OUT_B, NORMS, stride_norms, stride_out_m, stride_out_t, mel, offs_t, offs_mel, in_mel,
-                       out_mask, HAS_NORMS)
+                       out_mask, HAS_NORMS, LOG_CLAMP)
 
 
 # Launch configuration (heuristic, not autotuned: no GPU has timed it yet). On CUDA, 16-frame
@@ -268,12 +270,6 @@ def _log_mel_kernel(
 _CUDA_BLOCKS = dict(BLOCK_T=16, BLOCK_M=32, BLOCK_K=64, num_warps=4)
 # the interpreter pays per op, not per element: few big tiles
 _INTERPRETER_BLOCKS = dict(BLOCK_T=64, BLOCK_M=128, BLOCK_K=128)
-
-
-def _interpreting() -> bool:
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @functools.lru_cache(maxsize=16)
@@ -306,6 +302,11 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
     return buf
 
 
+# ----------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------
+
+
 def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length, k_split=None):
     """Fused normalised log-mel (Triton): one launch from samples to features.
 
@@ -327,42 +328,34 @@ def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length
     interpreter): 6.7e-5 before the norms, 1.1e-5 after Tortoise's; torch's float32 FFT gives 6.1e-5.
     The split path (k_split > 1) is deterministic: slices are summed in a fixed order.
     """
-    if tl is None:
-        raise RuntimeError("log_mel (Triton) needs triton; use kernels.log_mel_ref")
-    if not isinstance(waveforms, torch.Tensor) or waveforms.dim() != 2:
-        raise ValueError(f"waveforms must be a 2-D (B, N) tensor, got {getattr(waveforms, 'shape', type(waveforms))}")
-    if waveforms.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"waveforms has dtype {waveforms.dtype}; allowed dtypes are float32, float16, bfloat16")
+    op = "log_mel"
+    check_triton(op, "kernels.log_mel_ref")
+    check_tensor(waveforms, "waveforms", dims=("B", "N"), dtypes=FLOAT_DTYPES, op=op)
     if not isinstance(n_fft, int) or n_fft < 16 or n_fft % 4:
-        raise ValueError(f"n_fft={n_fft!r} is not supported by the Triton kernel; it needs a multiple of 4, >= 16")
+        raise ValueError(f"{op}: n_fft={n_fft!r} is not supported by the Triton kernel; "
+                         "it needs a multiple of 4, >= 16")
     if not isinstance(hop_length, int) or hop_length < 1:
-        raise ValueError(f"hop_length must be a positive integer, got {hop_length!r}")
+        raise ValueError(f"{op}: hop_length must be a positive integer, got {hop_length!r}")
     B, n_samples = waveforms.shape
     if n_samples < 1:
-        raise ValueError("waveforms must hold at least one sample per clip")
-    n_freq = n_fft // 2 + 1
-    if window.shape != (n_fft,):
-        raise ValueError(f"window must be ({n_fft},), got {tuple(window.shape)}")
-    if mel_filters.dim() != 2 or mel_filters.shape[0] != n_freq:
-        raise ValueError(f"mel_filters must be ({n_freq}, n_mels), got {tuple(mel_filters.shape)}")
+        raise ValueError(f"{op}: waveforms must hold at least one sample per clip")
+    check_shape(window, "window", (n_fft,), doc="(n_fft,)", op=op)
+    check_shape(mel_filters, "mel_filters", (n_fft // 2 + 1, "n_mels"), doc="(n_fft // 2 + 1, n_mels)", op=op)
     n_mels = mel_filters.shape[1]
-    if mel_norms is not None and mel_norms.shape != (n_mels,):
-        raise ValueError(f"mel_norms must be ({n_mels},), got {tuple(mel_norms.shape)}")
-    device = waveforms.device
+    if mel_norms is not None:
+        check_shape(mel_norms, "mel_norms", (n_mels,), doc="(n_mels,)", op=op)
+    check_same_device(op, waveforms=waveforms, window=window, mel_filters=mel_filters, mel_norms=mel_norms)
     for name, t in (("window", window), ("mel_filters", mel_filters), ("mel_norms", mel_norms)):
-        if t is not None and t.device != device:
-            raise ValueError(f"{name} is on {t.device} but waveforms are on {device}")
+        if t is not None:  # read as float32 in registers
+            check_tensor(t, name, dtypes=(torch.float32, torch.float64), op=op)
 
-    for name, t in (("window", window), ("mel_filters", mel_filters), ("mel_norms", mel_norms)):
-        if t is not None and t.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{name} has dtype {t.dtype}; allowed are float32 and float64 (read as float32)")
-    norms = mel_norms if mel_norms is not None else window  # never read without norms
+    device = waveforms.device
     n_frames = 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
     out = torch.empty((B, n_mels, n_frames), dtype=torch.float32, device=device)
     if B == 0:
         return out
-
-    blocks = dict(_INTERPRETER_BLOCKS if _interpreting() or not waveforms.is_cuda else _CUDA_BLOCKS)
+    interpreting = triton_interpreter()
+    blocks = dict(_INTERPRETER_BLOCKS if interpreting or not waveforms.is_cuda else _CUDA_BLOCKS)
     q = n_fft // 4
     blocks["BLOCK_M"] = min(blocks["BLOCK_M"], max(16, triton.next_power_of_2(q)))
     blocks["BLOCK_K"] = min(blocks["BLOCK_K"], max(16, triton.next_power_of_2(q)))
@@ -372,7 +365,7 @@ def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length
     k_chunks = qp // blocks["BLOCK_K"]
     if k_split is None:
         k_split = 1
-        if waveforms.is_cuda and not _interpreting():
+        if waveforms.is_cuda and not interpreting:
             sms = torch.cuda.get_device_properties(device).multi_processor_count
             while k_split < k_chunks and B * t_tiles * k_split * 2 <= 2 * sms:
                 k_split *= 2
@@ -384,13 +377,14 @@ def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length
         count = _counters(device, B * t_tiles)
     else:
         ws = count = out  # never read
+    norms = mel_norms if mel_norms is not None else window  # never read without norms
 
     grid = (t_tiles, k_split, B)
     _log_mel_kernel[grid](
         waveforms, window, tables, mel_filters, norms, out, ws, count,
         *waveforms.stride(), window.stride(0), *mel_filters.stride(), norms.stride(0), *out.stride(),
         n_samples, max(2 * (n_samples - 1), 1), n_frames, n_mels, hop_length, chunks_per_split,
-        N_FFT=n_fft, QP=qp, HAS_NORMS=mel_norms is not None, K_SPLIT=k_split, BLOCK_MEL=block_mel,
-        **blocks,
+        N_FFT=n_fft, QP=qp, HAS_NORMS=mel_norms is not None, LOG_CLAMP=LOG_CLAMP, K_SPLIT=k_split,
+        BLOCK_MEL=block_mel, **blocks,
     )
     return out

@@ -1,15 +1,16 @@
 """Benchmark the log-mel front end: ``ClvpFeatureExtractor`` against transformers' NumPy extractor on
 the CPU, and (with CUDA) the fused Triton kernel against the ``torch.stft`` + mel path on the GPU.
 
-    python -m clvp.bench.bench_logmel [--save]   # --save writes bench/results/logmel-cpu.md
-                                                 # (and logmel-cuda.md when a GPU is present)
+    python -m clvp.bench.bench_log_mel [--save]   # --save writes bench/results/log_mel-cpu.md
+                                                  # (and log_mel-cuda.md when a GPU is present)
 
 Inputs are real speech: the two LJ Speech clips of clvp/data tiled to 1 x 6 s, 16 x 6 s
 and 1 x 30 s at 22.05 kHz (the 30 s case with ``max_length`` = 30 s). transformers 4.46.3 runs in a
-worker subprocess with ``PYTHONPATH=.oracle`` (the library never imports it) on the same clips; its
-calls alternate with ours, round by round, so both see the same load on this shared machine (median
-and minimum of the rounds are reported). Its features come back so that the error of each path is
-reported beside its time. Ours is timed with torch's default thread count and with one thread.
+worker subprocess with ``PYTHONPATH=.oracle`` (``_common.ORACLE``; the library never imports it) on
+the same clips; its calls alternate with ours, round by round, so both see the same load on this
+shared machine (median and minimum of the rounds are reported). Its features come back so that the
+error of each path is reported beside its time. Ours is timed with torch's default thread count and
+with one thread.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, mar
                                 time_fn, write_result)
 from clvp.data import path as data_path
 from clvp.feature_extraction import ClvpFeatureExtractor, hann_window, tortoise_mel_norms
-from clvp.kernels.logmel import log_mel_ref
+from clvp.kernels.log_mel import LOG_CLAMP, log_mel_ref
 
 LJ = [data_path("voice_lj.wav"), data_path("voice_lj_2.wav")]
 SR = 22050
@@ -188,12 +189,12 @@ def torch_stft_log_mel(wav, window, filters, norms, n_fft, hop_length):
     """Baseline (ii) of docs/performance.md §6.3: torch.stft (cuFFT) + |.|² + mel matmul + log clamp, float32."""
     spec = torch.stft(wav, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
     mel = torch.matmul(filters.T, spec.real.square() + spec.imag.square())  # (B, n_mels, frames)
-    return torch.log(mel.clamp(min=1e-5)) / norms[None, :, None]
+    return torch.log(mel.clamp(min=LOG_CLAMP)) / norms[None, :, None]
 
 
 def bench_cuda(inputs, fe):
     """Triton kernel vs torch.stft + mel (float32) on the GPU; errors against the float64 reference."""
-    from clvp.kernels.logmel import log_mel
+    from clvp.kernels.log_mel import log_mel
 
     device = torch.device("cuda")
     window = torch.tensor(hann_window(fe.n_fft), dtype=torch.float64, device=device)
@@ -242,9 +243,9 @@ def main(argv=None):
         cuda_info = conditions("cuda", dtype="float32", shapes=shapes,
                                timing="triton.testing.do_bench median (L2 flushed)")
         name = torch.cuda.get_device_name().lower().replace(" ", "-")
-        write_result("logmel", "Log-mel: Triton kernel vs torch.stft + mel (GPU)", cuda_info, cuda_table,
+        write_result("log_mel", "Log-mel: Triton kernel vs torch.stft + mel (GPU)", cuda_info, cuda_table,
                      suffix="-cuda", results=results_dir(args))
-        cuda_note = f"GPU comparison written to bench/results/logmel-cuda.md ({name})."
+        cuda_note = f"GPU comparison written to bench/results/log_mel-cuda.md ({name})."
     else:
         cuda_note = ("CUDA is not available on this machine: the GPU comparison (Triton kernel vs torch.stft + mel, "
                      "target >= 3x for one 6 s clip on an H100) could not run, and no GPU figure is recorded.")
@@ -267,10 +268,10 @@ def main(argv=None):
 - Precision of the Triton kernel's float32 DFT (measured on the CPU in Triton's interpreter, whose tl.dot
   is NumPy float32 arithmetic; not a GPU figure): on the two LJ clips at 6 s, max |Δ| vs transformers
   6.7e-5 on the raw log-mel (no norms) and 1.1e-5 after Tortoise's norms; torch's float32 FFT path
-  gives 6.1e-5 on the same clips (tests/test_logmel.py checks frames 0-43 at 1e-4 on every run).
+  gives 6.1e-5 on the same clips (tests/test_log_mel.py checks frames 0-43 at 1e-4 on every run).
 - {cuda_note}
 """
-    write_result("logmel", "Log-mel front end: ClvpFeatureExtractor vs transformers (CPU)", info, table, notes,
+    write_result("log_mel", "Log-mel front end: ClvpFeatureExtractor vs transformers (CPU)", info, table, notes,
                  suffix="-cpu", results=results_dir(args))
 
 

@@ -1,4 +1,4 @@
-"""Log-mel front end (kernels/logmel.py): the reference against NumPy math, the Triton kernel against
+"""Log-mel front end (kernels/log_mel.py): the reference against NumPy math, the Triton kernel against
 the reference, and both against transformers' NumPy extractor on real speech.
 
 Two-level oracle (docs/parity.md §5):
@@ -22,13 +22,14 @@ import torch
 from hypothesis import example, given
 
 from clvp import kernels
-from clvp.feature_extraction import hann_window, mel_filter_bank, tortoise_mel_norms
-from clvp.kernels.logmel import _COUNTERS, log_mel, log_mel_ref, reflect_indices
-from tests._asserts import assert_close_verbose
-from tests._tolerances import ATOL_FLOOR
 from clvp.data import path as data_path
-from tests.conftest import FIXTURES, LJ_CLIPS, requires_cuda
-from tests.strategies import log_mel_cases
+from clvp.feature_extraction import hann_window, mel_filter_bank, tortoise_mel_norms
+from clvp.kernels.log_mel import _COUNTERS, log_mel, log_mel_ref, reflect_indices
+
+from _asserts import assert_close_verbose
+from _tolerances import ATOL_FLOOR
+from conftest import FIXTURES, LJ_CLIPS, requires_cuda
+from strategies import log_mel_cases
 
 LOG_DOMAIN_BOUND = 1e-4  # max error in the log domain against float64 NumPy (docs/performance.md §6.3)
 
