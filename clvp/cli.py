@@ -253,7 +253,7 @@ def cmd_bench(args):
 
 
 BENCHMARKS = ("rotary_attention", "decode_attention", "log_mel")  # the kernel microbenchmarks: `clvp bench`
-ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step")
+ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step", "train_step")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,11 @@ The choice between reference and kernel is made here only:
   Triton's interpreter, which is how the CPU test suite exercises every kernel);
 * anything else raises a ValueError listing the allowed values.
 
+Gradients: a Triton path never returns a result without its gradient. When autograd wants one
+(``torch.is_grad_enabled()`` and an input requires grad), ``rotary_attention`` runs its fused
+backward through an ``autograd.Function``, and ``decode_attention`` and ``log_mel``, which have no
+Triton backward, run their differentiable references.
+
 The dispatch functions below share their names with the op files, so ``clvp.kernels.decode_attention``
 is the function; reach a module with ``from clvp.kernels.decode_attention import ...`` or
 ``importlib.import_module("clvp.kernels.decode_attention")``.
@@ -76,10 +81,16 @@ def describe(x: torch.Tensor | None = None) -> str:
 # the references, and the Triton launchers under names that do not shadow the dispatch functions
 from .rotary_attention import apply_rotary_ref, rotary_attention_ref, rotary_tables  # noqa: E402
 from .rotary_attention import rotary_attention as _rotary_attention_triton  # noqa: E402
+from .rotary_attention import rotary_attention_autograd as _rotary_attention_triton_autograd  # noqa: E402
 from .decode_attention import decode_attention_ref  # noqa: E402
 from .decode_attention import decode_attention as _decode_attention_triton  # noqa: E402
 from .log_mel import log_mel_ref  # noqa: E402
 from .log_mel import log_mel as _log_mel_triton  # noqa: E402
+
+
+def _wants_grad(*tensors) -> bool:
+    """Whether autograd will ask for gradients through a call on these tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
@@ -95,20 +106,24 @@ def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scal
         q, k, v = (apply_rotary_ref(t, cos, sin) for t in (q, k, v))
         cos = sin = None
     if use_triton(q):
+        if _wants_grad(cos, sin):  # the kernel's backward gives no gradient for the tables
+            return rotary_attention_ref(q, k, v, cos, sin, key_padding_mask, scale=scale)
+        if _wants_grad(q, k, v):  # the fused backward, through an autograd Function
+            return _rotary_attention_triton_autograd(q, k, v, cos, sin, key_padding_mask, scale=scale)
         return _rotary_attention_triton(q, k, v, cos, sin, key_padding_mask, scale=scale)
     return rotary_attention_ref(q, k, v, cos, sin, key_padding_mask, scale=scale)
 
 
 def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
     """One query token per row against a static KV cache; see ``kernels/decode_attention.py``."""
-    if use_triton(q):
+    if use_triton(q) and not _wants_grad(q, k_cache, v_cache):  # no Triton backward: the reference's autograd
         return _decode_attention_triton(q, k_cache, v_cache, lengths, scale=scale)
     return decode_attention_ref(q, k_cache, v_cache, lengths, scale=scale)
 
 
 def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length):
     """Waveforms to normalised log-mel; see ``kernels/log_mel.py``."""
-    if use_triton(waveforms):
+    if use_triton(waveforms) and not _wants_grad(waveforms, window, mel_filters, mel_norms):  # likewise
         return _log_mel_triton(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
     return log_mel_ref(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
 

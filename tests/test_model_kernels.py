@@ -88,3 +88,130 @@ def test_dispatch_triton_on_cpu_needs_the_interpreter(monkeypatch):
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         kernels.use_triton(torch.zeros(1))
 
+
+# ----------------------------------------------------------------------------------------------
+# Training through the kernels: every parameter's gradient under triton matches eager
+# ----------------------------------------------------------------------------------------------
+
+
+def _grads(model, loss_fn) -> dict:
+    model.zero_grad(set_to_none=True)
+    loss_fn(model).backward()
+    return {n: None if p.grad is None else p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def _training_inputs():
+    ids = torch.randint(1, 256, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0  # a padded text: masked keys in the text encoder
+    return ids, mask, torch.randn(2, 80, 21)
+
+
+LOSSES = {
+    # CLVP's contrastive loss: the text and speech encoders (the decoder's argmax codes carry no gradient)
+    "contrastive": lambda ids, mask, feats: lambda m: m(input_ids=ids, input_features=feats, attention_mask=mask,
+                                                        return_loss=True).loss,
+    # the conditioning encoder (attention without rotary) and the text embeddings of the prompt
+    "conditioning": lambda ids, mask, feats: lambda m: m.conditioning_encoder(feats, ids, attention_mask=mask)
+    .float().square().mean(),
+    # the decoder as a language model with labels (causal attention: SDPA in both modes)
+    "causal_lm": lambda ids, mask, feats: lambda m: m.speech_decoder_model(input_ids=ids, labels=ids).loss,
+}
+
+
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_every_gradient_under_triton_matches_eager(kernels_backend, loss):
+    """Gradients through the Triton kernels (interpreter) against eager float32, with the tolerance
+    measured on eager float32's own distance from eager float64 (tests/_tolerances.py's rule)."""
+    import copy
+
+    model = tiny_model()
+    loss_fn = LOSSES[loss](*_training_inputs())
+    kernels_backend("eager")
+    exact = _grads(copy.deepcopy(model).double(), loss_fn)
+    ref = _grads(model, loss_fn)
+    kernels_backend("triton")
+    got = _grads(model, loss_fn)
+    with_grad = [n for n, g in ref.items() if g is not None]
+    assert with_grad, "the loss reaches no parameter"
+    assert [n for n, g in got.items() if g is not None] == with_grad  # no parameter loses its gradient
+    for name in with_grad:
+        scale = exact[name].abs().max().item()
+        bound = 2 * (ref[name].double() - exact[name]).abs().max().item() + 1e-5 * (1 + scale)
+        err = (got[name].double() - exact[name]).abs().max().item()
+        assert err <= bound, f"{loss}: {name}: max |triton - float64| {err:.3g} > {bound:.3g} (|g| {scale:.3g})"
+
+
+# ----------------------------------------------------------------------------------------------
+# The dispatch never returns a result without its gradient
+# ----------------------------------------------------------------------------------------------
+
+
+def _decode_inputs(requires_grad):
+    q = torch.randn(2, 2, 16, requires_grad=requires_grad)
+    k = torch.randn(2, 2, 9, 16, requires_grad=requires_grad)
+    v = torch.randn(2, 2, 9, 16, requires_grad=requires_grad)
+    return q, k, v, torch.tensor([9, 4], dtype=torch.int32)
+
+
+def _log_mel_inputs(requires_grad):
+    from clvp.feature_extraction import hann_window, mel_filter_bank
+
+    wav = torch.randn(2, 2048, dtype=torch.float32, requires_grad=requires_grad)
+    window = torch.tensor(hann_window(256), dtype=torch.float64)
+    filters = torch.tensor(mel_filter_bank(129, 16, 0.0, 8000.0, 22050), dtype=torch.float32)
+    return wav, window, filters
+
+
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("op", ["decode_attention", "log_mel"])
+def test_ops_without_a_backward_fall_back_to_their_reference_for_gradients(kernels_backend, monkeypatch, op):
+    """With gradients wanted, the differentiable reference runs (same numbers as eager, a grad_fn);
+    without, the Triton launcher runs."""
+    import importlib
+
+    module = importlib.import_module(f"clvp.kernels.{op}")
+    launched = []
+    launcher = getattr(kernels, f"_{op}_triton")
+    monkeypatch.setattr(kernels, f"_{op}_triton", lambda *a, **k: launched.append(1) or launcher(*a, **k))
+    if op == "decode_attention":
+        call = lambda inputs: kernels.decode_attention(*inputs)  # noqa: E731
+        make = _decode_inputs
+    else:
+        call = lambda inputs: kernels.log_mel(*inputs, n_fft=256, hop_length=64)  # noqa: E731
+        make = _log_mel_inputs
+    kernels_backend("triton")
+    with torch.no_grad():
+        call(make(True))
+    call(make(False))
+    assert len(launched) == 2  # no gradient wanted: the kernel, both times
+
+    torch.manual_seed(1)
+    inputs = make(True)
+    out = call(inputs)
+    assert len(launched) == 2 and out.grad_fn is not None  # gradient wanted: the reference
+    grads = torch.autograd.grad(out.square().sum(), [t for t in inputs if t.requires_grad])
+    kernels_backend("eager")
+    torch.manual_seed(1)
+    inputs_ref = make(True)
+    ref = torch.autograd.grad(call(inputs_ref).square().sum(), [t for t in inputs_ref if t.requires_grad])
+    for g, r in zip(grads, ref):
+        assert torch.equal(g, r)
+    assert module.__name__.endswith(op)
+
+
+def test_references_pass_gradcheck_in_float64():
+    """The oracles' own gradients, by finite differences (the rotary reference: tests/test_rotary_attention.py)."""
+    from clvp.kernels import decode_attention_ref, log_mel_ref
+
+    q, k, v, lengths = _decode_inputs(False)
+    q, k, v = (t.double().requires_grad_() for t in (q[:1, :1, :4], k[:1, :1, :5, :4], v[:1, :1, :5, :4]))
+    assert torch.autograd.gradcheck(lambda q, k, v: decode_attention_ref(q, k, v, torch.tensor([3])), (q, k, v))
+    wav, window, filters = _log_mel_inputs(False)
+    wav = (wav[:1, :512].double() * 0.3 + 1.0).requires_grad_()  # away from the log clamp
+    # log_mel_ref returns float32 (the spectrum is stored as complex64, as Hugging Face's extractor
+    # does), so finite differences need a step and tolerances that float32 output rounding allows
+    assert torch.autograd.gradcheck(
+        lambda w: log_mel_ref(w, window, filters.double(), None, n_fft=256, hop_length=128), (wav,),
+        eps=1e-3, atol=2e-3, rtol=2e-2)

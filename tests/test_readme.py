@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from clvp import ClvpModelForConditionalGeneration
+
 from conftest import ROOT
 from test_convert import tortoise_autoregressive, tortoise_clvp
 
@@ -86,6 +88,19 @@ def test_python_example_runs(walkthrough, workdir):
     assert (workdir / "clvp-model" / "config.json").is_file()
     assert not (workdir / "clvp-model" / "preprocessor_config.json").exists()
     assert any("packaged" in m and "vocabulary" in m and "mel norms" in m for m in walkthrough), walkthrough
+
+
+def test_fine_tuning_example_trains_and_saves(walkthrough, workdir):
+    """The fine-tuning example moved the encoders' weights (gradients reached them) and saved a loadable model."""
+    from safetensors.torch import load_file
+
+    before = load_file(str(workdir / "clvp-model" / "model.safetensors"))
+    after = load_file(str(workdir / "clvp-model-finetuned" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    for key in ("text_encoder_model.layers.0.self_attn.q_proj.weight", "speech_encoder_model.layers.1.input_rmsnorm.weight",
+                "logit_scale"):
+        assert not torch.equal(before[key], after[key]), key
+    ClvpModelForConditionalGeneration.from_pretrained(workdir / "clvp-model-finetuned")
 
 
 def test_shell_commands_run(walkthrough, workdir):
