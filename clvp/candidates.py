@@ -57,22 +57,26 @@ def generate_candidates(model, input_ids, input_features, *, num_candidates=None
     500, so scores are comparable across batches.
     """
     n, settings = _settings(preset, num_candidates, generation_kwargs)
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"num_candidates must be a positive integer, got {n!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    generation.check_ids_input(input_ids, "input_ids")
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"input_ids must hold one text, shape (1, T); got {tuple(input_ids.shape)}")
     cfg = generation.composite_config(model, None, settings)
     if not cfg.do_sample:
         raise ValueError("candidate generation samples; do_sample=False would give identical candidates")
     if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in 0..2**63-1 or None, got {seed!r}")
         cfg.seed = seed
-    generation.validate_request(model, cfg, input_ids)
+    generation.validate_request(model, cfg, input_ids, input_features=input_features, attention_mask=attention_mask)
     timings = {}
 
     t0 = time.perf_counter()
     prompt, ids, mask = model.build_prompt(input_ids, input_features, attention_mask, average_voices=True)  # (1, L, C)
+    generation.check_stage(prompt, "the conditioning prompt (conditioning encoder output)")
     timings["conditioning"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -95,6 +99,8 @@ def generate_candidates(model, input_ids, input_features, *, num_candidates=None
     text_emb = model.text_encoder_model.embeds(ids, mask)  # (1, P)
     speech_emb = torch.cat([model.speech_encoder_model.embeds(codes[i : i + batch_size])
                             for i in range(0, n, batch_size)])  # (N, P)
+    generation.check_stage(text_emb, "the text encoder embeddings (CLVP scores)")
+    generation.check_stage(speech_emb, "the speech encoder embeddings (CLVP scores)")
     logits_per_text, _, _, _ = model.similarity(text_emb, speech_emb)
     scores = logits_per_text[0]
     order = torch.argsort(scores, descending=True, stable=True)

@@ -21,6 +21,83 @@ class CliError(Exception):
     """An error the user can act on: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2), like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_printable(' '.join(str(message).split()))}\n")
+
+
+def _check_out_file(out) -> None:
+    """``--out FILE`` before any work: its folder exists and is writable, and it is not a folder."""
+    if out is None:
+        return
+    path = Path(out)
+    if str(out) == "" or path.is_dir() or str(out).endswith(("/", os.sep)):
+        raise CliError(f"--out '{_printable(str(out))}' is a folder; give a file name such as ranked.json")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"--out '{_printable(str(out))}': the folder '{_printable(str(parent))}' does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"--out '{_printable(str(out))}': the folder '{_printable(str(parent))}' is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CliError(f"--out '{_printable(str(out))}' exists and is not writable")
+
+
+def _write_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``, so
+    that an interrupted run never leaves a half-written file."""
+    import tempfile
+
+    path = Path(path)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # what a plain open() would give
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _positive(name: str, value, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise CliError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+def _check_text(text: str, purpose: str = "speak") -> None:
+    """--text before any work: something printable to say (control characters alone are not text;
+    echoed, they are escaped so that they cannot drive the terminal)."""
+    if not text.strip():
+        raise CliError(f"--text '{_printable(text)}' is empty; give the text to {purpose}")
+    if not any(c.isprintable() and not c.isspace() for c in text):
+        raise CliError(f"--text '{_printable(text)}' has nothing to {purpose}: only spaces and control or invisible "
+                       "characters; give words")
+
+
+def _text_ids(tok, text: str, device, limit: int | None = None):
+    """Tokenize --text; refuse text with nothing to speak (one line naming the text, escaped)."""
+    if not text.strip():
+        raise CliError(f"--text '{_printable(text)}' is empty; give the text to speak")
+    ids = tok(text, return_tensors="pt")["input_ids"].to(device)  # (1, T)
+    if ids.shape[-1] == 0:
+        raise CliError(f"--text '{_printable(text)}' tokenized to no tokens; give words to speak")
+    if limit is not None and ids.shape[-1] > limit:
+        shown = _printable(text if len(text) <= 60 else text[:57] + "...")
+        raise CliError(f"--text '{shown}' is {ids.shape[-1]} tokens long; the model takes at most {limit}: split the text")
+    return ids
+
+
 def _resources():
     from importlib import resources
 
@@ -123,18 +200,21 @@ def _rank(args, *, demo: bool):
 
     model_dir = Path(args.model) if args.model else None
     device, dtype = _device_and_dtype(args.device, args.dtype)
+    _check_rank_args(args, model_dir)
     voices = args.voice or [str(_resources() / "voice_lj.wav")]
     # --preset sets the candidate count unless --candidates is given; the demo alone has a small default
-    candidates = args.candidates or (PRESETS[args.preset]["num_candidates"] if args.preset in PRESETS else None)
+    candidates = args.candidates
+    if candidates is None:
+        candidates = PRESETS[args.preset]["num_candidates"] if args.preset in PRESETS else None
     candidates = candidates or (DEMO_CANDIDATES if demo else RANK_CANDIDATES)
     if demo:
         where = "a small randomly initialised model" if model_dir is None else f"the model in {model_dir}"
-        print(f"CLVP demo on {where} ({device.type}, {str(dtype).replace('torch.', '')})")
+        print(f"CLVP demo on {_printable(where)} ({device.type}, {str(dtype).replace('torch.', '')})")
         if model_dir is None:
             print("The weights are random, so the codes are noise and the ranking is arbitrary: this shows the pipeline,")
             print("not speech. Point it at a real checkpoint with --model DIR (see README: convert-tortoise).")
     print(f"Generating {candidates} candidates in batches of {args.batch_size} for {_printable(args.text)!r} in the voice of "
-          f"{', '.join(Path(v).name for v in voices)}, then ranking them by CLVP score.", flush=True)
+          f"{', '.join(_printable(Path(v).name) for v in voices)}, then ranking them by CLVP score.", flush=True)
 
     timings = {}
     t0 = time.perf_counter()
@@ -143,7 +223,7 @@ def _rank(args, *, demo: bool):
     timings["load model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ids = tok(args.text, return_tensors="pt")["input_ids"].to(device)  # (1, T)
+    ids = _text_ids(tok, args.text, device, model.config.decoder_config.max_text_tokens - 3)  # (1, T)
     timings["tokenize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     feats = _voice_features(fe, voices, device).to(dtype)
@@ -155,7 +235,7 @@ def _rank(args, *, demo: bool):
     )
     timings.update(ranked.timings)
 
-    print(f'text: "{_printable(args.text)}"  ({ids.shape[1]} tokens)  voice: {", ".join(Path(v).name for v in voices)}')
+    print(f'text: "{_printable(args.text)}"  ({ids.shape[1]} tokens)  voice: {", ".join(_printable(Path(v).name) for v in voices)}')
     _print_table(ranked, args.top, _speech_length(model.config.decoder_config.decoder_fixing_codes))
     print("stage times: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in timings.items()))
     print(f"kernel path: {kernels.describe(torch.empty(0, device=device))} (CLVP_KERNELS={kernels.backend()})")
@@ -168,9 +248,35 @@ def _rank(args, *, demo: bool):
                 for r in range(ranked.codes.shape[0])
             ],
         }
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        _write_atomic(args.out, json.dumps(out, indent=1) + "\n")
+        print(f"wrote {_printable(str(args.out))}")
     return 0
+
+
+def _check_rank_args(args, model_dir: Path | None) -> None:
+    """Every argument of demo / rank checked before any work (loading, tokenizing, generating)."""
+    from .candidates import PRESETS
+
+    _positive("--candidates", args.candidates)
+    _positive("--batch-size", args.batch_size)
+    _positive("--max-new-tokens", args.max_new_tokens)
+    _positive("--top", args.top)
+    _positive("--seed", args.seed, 0)
+    if args.seed >= 2**63:
+        raise CliError(f"--seed must be an integer in 0..2**63-1, got {args.seed}")
+    if args.preset is not None and args.preset not in PRESETS:
+        raise CliError(f"unknown --preset '{_printable(args.preset)}'; choose one of {', '.join(PRESETS)}")
+    _check_text(args.text)
+    for v in args.voice or []:
+        if not Path(v).is_file():
+            raise CliError(f"--voice: audio file '{_printable(v)}' does not exist")
+    _check_out_file(getattr(args, "out", None))
+    if model_dir is not None:
+        if not model_dir.is_dir():
+            raise CliError(f"model folder {_printable(str(model_dir))} does not exist")
+        if not (model_dir / "config.json").is_file():
+            raise CliError(f"{_printable(str(model_dir))} has no config.json; point --model at a folder saved by "
+                           "save_pretrained or convert-tortoise")
 
 
 def cmd_demo(args):
@@ -187,16 +293,26 @@ def cmd_score(args):
     model_dir = Path(args.model)
     device, dtype = _device_and_dtype(args.device, args.dtype)
     path = Path(args.codes)
+    shown = _printable(str(path))
+    _check_text(args.text, "score against")
     if not path.is_file():
-        raise CliError(f"codes file {path} does not exist")
+        raise CliError(f"codes file {shown} does not exist")
+    if not model_dir.is_dir():
+        raise CliError(f"model folder {_printable(str(model_dir))} does not exist")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CliError(f"{path} is not valid JSON: {err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CliError(f"{shown} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise CliError(f"cannot read {shown}: {err.strerror or err}") from None
     if isinstance(data, dict) and "candidates" in data:
-        data = [c["codes"] for c in data["candidates"]]
-    if not (isinstance(data, list) and data and all(isinstance(r, list) and r and all(isinstance(c, int) for c in r) for r in data)):
-        raise CliError(f"{path} must hold a non-empty list of code lists (or the JSON written by 'clvp rank --out')")
+        cands = data["candidates"]
+        if not (isinstance(cands, list) and all(isinstance(c, dict) and "codes" in c for c in cands)):
+            raise CliError(f"{shown}: 'candidates' must be a list of objects with a 'codes' list (as 'clvp rank --out' writes)")
+        data = [c["codes"] for c in cands]
+    if not (isinstance(data, list) and data and all(
+            isinstance(r, list) and r and all(isinstance(c, int) and not isinstance(c, bool) for c in r) for r in data)):
+        raise CliError(f"{shown} must hold a non-empty list of non-empty integer code lists (or the JSON written by 'clvp rank --out')")
     width = max(len(r) for r in data)
     model = _load_model(model_dir, device, dtype, 0)
     tok, _ = _load_front_end(model_dir)
@@ -204,7 +320,14 @@ def cmd_score(args):
     # pad ragged rows with the stop code and fix them as generation does (a no-op on already-fixed codes)
     codes = torch.tensor([[stop] + r + [stop] * (width - len(r)) for r in data], device=device)
     codes = model.fix_speech_decoder_output(codes)
-    ids = tok(args.text, return_tensors="pt")["input_ids"].to(device)
+    vocab = model.config.speech_config.vocab_size
+    most = model.config.decoder_config.max_position_embeddings
+    if width > most:
+        raise CliError(f"{shown} holds a list of {width} codes; the decoder makes at most {most} (max_position_embeddings)")
+    bad = next((c for r in data for c in r if not 0 <= c < vocab), None)
+    if bad is not None:
+        raise CliError(f"{shown} holds code {bad}, outside the speech vocabulary 0..{vocab - 1}")
+    ids = _text_ids(tok, args.text, device)
     ids, _ = model.pad_text(ids)  # as generation pads the text it scores against
     with torch.no_grad():
         text = model.get_text_features(input_ids=ids)
@@ -222,7 +345,16 @@ def cmd_convert(args):
 
     for p in (args.autoregressive, args.clvp):
         if not Path(p).is_file():
-            raise CliError(f"checkpoint {p} does not exist")
+            raise CliError(f"checkpoint {_printable(str(p))} does not exist")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out '{_printable(str(out))}' is a file; convert-tortoise writes a folder")
+    if not out.exists() and not out.parent.is_dir():
+        raise CliError(f"--out '{_printable(str(out))}': the folder '{_printable(str(out.parent))}' does not exist")
+    if not os.access(out if out.exists() else out.parent, os.W_OK | os.X_OK):
+        raise CliError(f"--out '{_printable(str(out))}' is not writable")
+    if args.config and not Path(args.config).exists():
+        raise CliError(f"--config '{_printable(str(args.config))}' does not exist")
     config = None
     if args.config:
         from .configuration import ClvpConfig
@@ -242,10 +374,12 @@ def cmd_bench(args):
     if args.save and args.results is None and not IN_CHECKOUT:
         raise CliError("--save writes into bench/results/ of a source checkout; this is an installed package, "
                        "so give --results DIR")
+    if args.results is not None and args.results.exists() and not args.results.is_dir():
+        raise CliError(f"--results '{_printable(str(args.results))}' is a file, not a folder")
     options = (["--save"] if args.save else []) + (["--results", str(args.results)] if args.results else [])
     for name in args.only or BENCHMARKS:
         if name not in ALL_BENCHMARKS:
-            raise CliError(f"unknown benchmark {name!r}; choose from {', '.join(ALL_BENCHMARKS)}")
+            raise CliError(f"unknown benchmark '{_printable(name)}'; choose from {', '.join(ALL_BENCHMARKS)}")
         module = importlib.import_module(f"clvp.bench.bench_{name}")
         print(f"## bench_{name}\n", flush=True)
         module.main(options)  # its own defaults, not clvp's command line
@@ -253,11 +387,11 @@ def cmd_bench(args):
 
 
 BENCHMARKS = ("rotary_attention", "decode_attention", "log_mel")  # the kernel microbenchmarks: `clvp bench`
-ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step", "train_step")
+ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step", "train_step", "normalizer")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clvp", description="CLVP (Tortoise TTS) candidate generation and ranking, with Triton kernels.")
+    p = _Parser(prog="clvp", description="CLVP (Tortoise TTS) candidate generation and ranking, with Triton kernels.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, model_required: bool):
@@ -315,14 +449,30 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CliError, FileNotFoundError, ValueError, TypeError) as err:
-        if os.environ.get("CLVP_DEBUG"):
-            raise
-        print(f"clvp {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (CliError, FileNotFoundError, ValueError, TypeError) as err:
+        if os.environ.get("CLVP_DEBUG"):
+            raise
+        _error_line(args.command, str(err))
+        return EXIT_USAGE
+    except OSError as err:  # permissions, a full disk, a folder where a file was expected, ...
+        if os.environ.get("CLVP_DEBUG"):
+            raise
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        _error_line(args.command, f"{err.strerror or err}{where}")
+        return EXIT_USAGE
+    except Exception as err:  # anything else is still one line; CLVP_DEBUG=1 shows the traceback
+        if os.environ.get("CLVP_DEBUG"):
+            raise
+        _error_line(args.command, f"{type(err).__name__}: {err} (set CLVP_DEBUG=1 for the traceback)")
+        return EXIT_USAGE
+
+
+def _error_line(command: str, message: str) -> None:
+    """One line on stderr, control characters escaped."""
+    print(f"clvp {command}: error: {_printable(' '.join(message.split()))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import check_target
 from .configuration import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
 from .loading import check_state_dict
 from .modeling import ClvpModelForConditionalGeneration
@@ -191,7 +192,10 @@ def infer_config(ar: dict[str, torch.Tensor], clvp: dict[str, torch.Tensor]) -> 
 
 
 def convert_tortoise(autoregressive_path, clvp_path, out_dir, config: ClvpConfig | None = None):
-    """Read both Tortoise checkpoints, convert, check every tensor against the model, save safetensors."""
+    """Read both Tortoise checkpoints, convert, check every tensor against the model, save safetensors.
+    ``out_dir`` is written all or nothing (clvp/atomic.py): an earlier conversion there stays whole
+    until the new one is complete; an unusable ``out_dir`` is refused before the checkpoints are read."""
+    check_target(out_dir)
     ar = load_tortoise_checkpoint(autoregressive_path)
     cl = load_tortoise_checkpoint(clvp_path)
     config = config or infer_config(ar, cl)
@@ -202,5 +206,5 @@ def convert_tortoise(autoregressive_path, clvp_path, out_dir, config: ClvpConfig
         model = ClvpModelForConditionalGeneration(config, init_weights=False)
     check_state_dict(model, state, f"converted from {autoregressive_path} + {clvp_path}")
     model.load_state_dict(state, strict=True, assign=True)
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)  # atomic: config.json + model.safetensors in place together
     return model

@@ -39,7 +39,8 @@ from typing import Any, Sequence
 import torch
 
 from . import kernels
-from .audio_input import as_clips, check_sampling_rate
+from .atomic import atomic_folder, atomic_write_text
+from .audio_input import MAX_SAMPLE_MAGNITUDE, as_clips, check_sampling_rate
 from .audio_padding import pad_clips, padded_length, padded_sizes, padding_strategy
 from .batch import BatchFeature
 from .mel_filters import check_mel_norms, hann_window, hertz_to_mel, mel_filter_bank, mel_to_hertz, tortoise_mel_norms
@@ -153,17 +154,15 @@ class ClvpFeatureExtractor:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
-        with open(json_file_path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
+        atomic_write_text(json_file_path, self.to_json_string())  # the old file or the new one, never half
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed); returns its path."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {save_directory!r} is a file; pass a directory")
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        self.to_json_file(path)
-        return [path]
+        with atomic_folder(save_directory) as folder:  # clvp/atomic.py: all or nothing
+            self.to_json_file(folder / CONFIG_NAME)
+        return [os.path.join(save_directory, CONFIG_NAME)]
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], **kwargs) -> "ClvpFeatureExtractor":
@@ -253,7 +252,13 @@ class ClvpFeatureExtractor:
 
         Args:
             raw_speech: one mono clip (a 1-D NumPy array or tensor, or a list of floats) or a batch:
-                a list of clips (lengths may differ) or a 2-D array / tensor (clips, samples).
+                a list of clips (lengths may differ) or a 2-D array / tensor (clips, samples) with fewer
+                clips than samples; a 2-D input with more rows than columns looks like soundfile's
+                (samples, channels) and is refused (mix down with ``x.mean(axis=1)``). Float samples
+                are expected in [-1, 1]; NaN, inf or a magnitude above 1e4 are refused. Integer PCM
+                arrays are scaled as soundfile reads them (int16 / 32768, int32 / 2**31, uint8
+                (x - 128) / 128; Hugging Face casts them unscaled); other integer dtypes raise a TypeError.
+                All of this is checked before any padding or feature work (clvp/audio_input.py).
             sampling_rate: the clips' rate in Hz; must equal ``self.sampling_rate`` (None only warns).
             truncation: cut clips longer than ``max_length`` (keeping their start).
             pad_to_multiple_of: round ``max_length`` (and the padded length) up to a multiple of this.
@@ -280,6 +285,19 @@ class ClvpFeatureExtractor:
         target = padded_length(max_length, pad_to_multiple_of)  # samples, rounded up to pad_to_multiple_of
         want_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
         pad_value = self.padding_value if padding_value is None else padding_value
+        if isinstance(pad_value, bool) or not isinstance(pad_value, numbers.Real) \
+                or not abs(pad_value) <= MAX_SAMPLE_MAGNITUDE:  # NaN fails too
+            raise ValueError(f"padding_value must be a finite sample value (|value| <= {MAX_SAMPLE_MAGNITUDE:g}; "
+                             f"silence is 0.0), got {pad_value!r}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"device={device!r} is not a torch device ({err}); pass e.g. 'cpu' or 'cuda'") from None
+            if device.type == "cuda" and (not torch.cuda.is_available()
+                                          or (device.index or 0) >= torch.cuda.device_count()):
+                raise ValueError(f"device={str(device)!r} is not available here ({torch.cuda.device_count()} CUDA "
+                                 "devices visible); pass device='cpu' or an existing GPU")
 
         clips = as_clips(raw_speech)  # [(samples_i,)] float32 tensors, checked
         device = torch.device(clips[0].device if device is None else device)

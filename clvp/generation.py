@@ -94,6 +94,30 @@ class GenerationConfig:
                 "greedy search (do_sample=False, num_beams=1) returns the same sequence every time; "
                 "use do_sample=True or num_beams >= num_return_sequences for several sequences"
             )
+        if self.min_length is not None:
+            positive_int("min_length", self.min_length, 0)
+        for name in ("do_sample", "return_dict_in_generate", "output_hidden_states"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.use_cuda_graph is not None and not isinstance(self.use_cuda_graph, bool):
+            raise TypeError(f"use_cuda_graph must be True, False or None, got {self.use_cuda_graph!r}")
+        for name in ("temperature", "top_p", "typical_p", "repetition_penalty", "length_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be an integer in 0..2**63-1 or None, got {self.seed!r}")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
+        if self.suppress_tokens is not None and (
+                not isinstance(self.suppress_tokens, (list, tuple))
+                or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.suppress_tokens)):
+            raise ValueError(f"suppress_tokens must be a list of non-negative integer codes or None, got {self.suppress_tokens!r}")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         if not (self.temperature > 0):
@@ -102,7 +126,7 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not (0 < self.typical_p <= 1):
             raise ValueError(f"typical_p must be in (0, 1], got {self.typical_p}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0):
             raise ValueError(f"top_k must be a non-negative integer or None, got {self.top_k!r}")
         if not (self.repetition_penalty > 0):
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
@@ -118,6 +142,93 @@ class GenerationConfig:
             self.generator = gen
         out.generator = gen
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks at the entry points (the core trusts its inputs)
+# ----------------------------------------------------------------------------------------------
+
+
+class NonFiniteError(ValueError):
+    """NaN or inf appeared inside a run (a stage named in the message); nothing is returned."""
+
+
+_NONFINITE_HINT = "the model's weights (or its inputs) hold NaN/inf values; nothing was generated"
+FEATURE_LIMIT = 1e4  # |log-mel| values are O(10); anything past this is not a log-mel
+
+
+def check_stage(x: torch.Tensor, stage: str) -> None:
+    """Raise NonFiniteError naming ``stage`` when ``x`` holds NaN or inf (one host read)."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{stage} is not finite (NaN or inf): {_NONFINITE_HINT}")
+
+
+def _tensor(x, name: str, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor ({what}), got {type(x).__name__}; convert it with torch.as_tensor")
+    return x
+
+
+def check_ids_input(ids, name: str = "input_ids", vocab_size: Optional[int] = None) -> None:
+    """ids: a non-empty (batch, seq_len) torch.long / torch.int32 tensor (within the vocabulary when given)."""
+    if ids is None:
+        return
+    _tensor(ids, name, "integer token ids of shape (batch, seq_len)")
+    if ids.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"{name} must be an integer tensor of dtype torch.long or torch.int32, got dtype {ids.dtype}")
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must be (batch, seq_len), got shape {tuple(ids.shape)}")
+    if ids.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}; did the text tokenize to nothing?): "
+                         "pass at least one token per row")
+    if vocab_size is not None:
+        bad_lo, bad_hi = int(ids.min()), int(ids.max())
+        if bad_lo < 0 or bad_hi >= vocab_size:
+            raise ValueError(f"{name} contains id {bad_lo if bad_lo < 0 else bad_hi}, outside the vocabulary of size "
+                             f"{vocab_size} (allowed 0..{vocab_size - 1})")
+
+
+def check_embeds_input(x, name: str, hidden_size: int) -> None:
+    """x: a non-empty, finite (batch, seq_len, hidden_size) float tensor."""
+    if x is None:
+        return
+    _tensor(x, name, f"float embeddings of shape (batch, seq_len, {hidden_size})")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}")
+    if x.dim() != 3 or x.shape[-1] != hidden_size or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty (batch, seq_len, {hidden_size}) tensor, got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values; embeddings must be finite")
+
+
+def check_features_input(x, feature_size: int, name: str = "input_features") -> None:
+    """x: a finite (clips, feature_size, frames >= 1) float log-mel with |values| <= FEATURE_LIMIT."""
+    if x is None:
+        return
+    _tensor(x, name, f"a float log-mel of shape (batch, {feature_size}, frames)")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}")
+    if x.dim() != 3 or x.shape[1] != feature_size:
+        raise ValueError(f"{name} must be (batch, {feature_size}, frames), got {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[2] == 0:
+        raise ValueError(f"{name} must hold at least one clip of at least one frame, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values; a log-mel must be finite")
+    peak = float(x.abs().max())
+    if peak > FEATURE_LIMIT:
+        raise ValueError(f"{name} has values up to {peak:.3g} in magnitude; a log-mel's values are O(10) "
+                         f"(allowed |x| <= {FEATURE_LIMIT:g}): is this a log-mel from the feature extractor?")
+
+
+def check_mask_input(mask, shape, name: str = "attention_mask") -> None:
+    """mask: a 0/1 tensor of exactly ``shape`` (that of the ids it masks)."""
+    if mask is None:
+        return
+    _tensor(mask, name, "0/1 values of the ids' shape (batch, seq_len)")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected (batch, seq_len) = {tuple(shape)}")
+    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{name} must hold only 0 (padding) and 1 (token)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,8 +475,10 @@ def _sample_or_greedy(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, 
         if hidden_steps is not None:
             hidden_steps.append(hid)
         scores = apply_processors(procs, ids[:, :cur], logits.float())
+        finite = torch.isfinite(logits).all()  # read on the host with `unfinished` below: no extra sync
         if cfg.do_sample:
             probs = scores.softmax(-1)
+            probs = probs.masked_fill(~finite, 1.0)  # NaN logits: keep multinomial from failing before the check
             nxt = torch.multinomial(probs, 1, generator=cfg.generator)[:, 0]
         else:
             nxt = scores.argmax(-1)
@@ -374,7 +487,10 @@ def _sample_or_greedy(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, 
         cur += 1
         if eos is not None:
             unfinished &= nxt != eos
-        if k == new_tokens or not bool(unfinished.any()):
+        going, ok = torch.stack((unfinished.any(), finite)).tolist()  # the step's one host read
+        if not ok:
+            raise NonFiniteError(f"the decoder logits at step {k} are not finite (NaN or inf): {_NONFINITE_HINT}")
+        if k == new_tokens or not going:
             break
         logits, hid = dec.step(nxt, fed_positions(k), collect_hidden)
     return _LoopResult(ids[:, :cur], tuple(hidden_steps) if hidden_steps is not None else None)
@@ -447,6 +563,8 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
         next_tokens = torch.zeros(batch, nb, dtype=torch.long, device=device)
         next_index = torch.zeros(batch, nb, dtype=torch.long, device=device)
         ts, tt, tb = top_scores.tolist(), top_tokens.tolist(), top_beams.tolist()
+        if any(math.isnan(x) for row in ts for x in row):  # NaN/inf logits make NaN log-probabilities
+            raise NonFiniteError(f"the decoder logits at step {k} are not finite (NaN or inf): {_NONFINITE_HINT}")
         for bi in range(batch):
             if done[bi]:
                 next_tokens[bi, :] = pad
@@ -519,6 +637,13 @@ def resolve_config(model_cfg_source, generation_config, kwargs) -> GenerationCon
     if cfg.eos_token_id is None:
         cfg.eos_token_id = dc.eos_token_id
     cfg.validate()
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(cfg, name)
+        if value is not None and value >= dc.vocab_size:
+            raise ValueError(f"{name}={value} is outside the decoder's vocabulary (allowed 0..{dc.vocab_size - 1})")
+    bad = [t for t in cfg.suppress_tokens or [] if t >= dc.vocab_size]
+    if bad:
+        raise ValueError(f"suppress_tokens holds code {bad[0]}, outside the decoder's vocabulary (allowed 0..{dc.vocab_size - 1})")
     return cfg
 
 
@@ -576,7 +701,8 @@ def plan_generation(lm_config, cfg: GenerationConfig, prompt_len: int, from_embe
         fed = lambda k: prompt_len + k - 1  # noqa: E731  plain GPT-2 continuation
     last_pos = fed(new - 1) if new > 1 else 0
     if last_pos >= dc.max_position_embeddings:
-        limit = max(k for k in range(1, new + 1) if k == 1 or fed(k - 1) < dc.max_position_embeddings)
+        # fed(k) = fed(0) + k, so fed(k - 1) < P holds up to k = P - fed(0): closed form, constant time
+        limit = max(1, min(new, dc.max_position_embeddings - fed(0)))
         raise ValueError(
             f"max_new_tokens={new} would need mel position {last_pos}, past the decoder's "
             f"{dc.max_position_embeddings} positions; at most {limit} new codes fit"
@@ -598,6 +724,8 @@ def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: Gener
     device = lm.lm_head.weight.device
     _check_generator(cfg, device)
     dec = lm.model.decoder
+    if conditioning_embeds is not None and input_ids is not None:
+        raise ValueError("pass input_ids or conditioning_embeds, not both")
     if conditioning_embeds is not None:
         if conditioning_embeds.dim() != 3 or conditioning_embeds.shape[-1] != dc.hidden_size:
             raise ValueError(f"conditioning_embeds must be (batch, len, {dc.hidden_size}), got {tuple(conditioning_embeds.shape)}")
@@ -612,8 +740,7 @@ def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: Gener
         x = (e - p) + p
         cfg = _effective(cfg, length, from_embeds=True)
     elif input_ids is not None:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        check_ids_input(input_ids, "input_ids")
         b, length = input_ids.shape
         new, fed = plan_generation(dc, cfg, length, from_embeds=False)
         start = input_ids.to(device)
@@ -636,16 +763,30 @@ def generate_speech_ids(model, *, input_ids=None, input_features=None, condition
                         attention_mask=None, generation_config=None, **kwargs) -> torch.Tensor:
     """Conditioning + decoder generation for a composite ``model``; returns raw ids (start code first), unfixed."""
     cfg = composite_config(model, generation_config, kwargs)
-    validate_request(model, cfg, input_ids, conditioning_encoder_inputs_embeds)
+    validate_request(model, cfg, input_ids, conditioning_encoder_inputs_embeds, input_features=input_features,
+                     attention_mask=attention_mask)
     prompt, _, _ = model.build_prompt(input_ids, input_features, attention_mask,
                                       inputs_embeds=conditioning_encoder_inputs_embeds)
+    check_stage(prompt, "the conditioning prompt (conditioning encoder output)")
     return decoder_generate(model.speech_decoder_model, conditioning_embeds=prompt, cfg=cfg).sequences
 
 
-def validate_request(model, cfg, input_ids=None, inputs_embeds=None):
+def validate_request(model, cfg, input_ids=None, inputs_embeds=None, *, input_features=None, attention_mask=None):
     """Every check of a composite generation request that needs no model output, before any work."""
     device = model.speech_decoder_model.lm_head.weight.device
     _check_generator(cfg, device)
+    config = model.config
+    if input_ids is not None and inputs_embeds is not None:
+        raise ValueError("pass input_ids or conditioning_encoder_inputs_embeds, not both")
+    if input_ids is None and inputs_embeds is None:
+        raise ValueError("input_ids (the tokenized text) are required")
+    check_ids_input(input_ids, "input_ids", config.text_config.vocab_size)
+    if input_ids is not None:
+        check_mask_input(attention_mask, input_ids.shape)
+    check_embeds_input(inputs_embeds, "conditioning_encoder_inputs_embeds", config.decoder_config.hidden_size)
+    if input_features is None:
+        raise ValueError("input_features (the log-mel of the reference voice) are required to generate speech")
+    check_features_input(input_features, config.decoder_config.feature_size)
     if input_ids is not None:
         limit = model.config.decoder_config.max_text_tokens - 3
         if input_ids.shape[-1] > limit:

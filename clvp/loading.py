@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_folder
 from .products import cpu_has_fast_half
 
 WEIGHTS_SAFE = "model.safetensors"
@@ -73,11 +74,11 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             index = json.loads((folder / WEIGHTS_SAFE_INDEX).read_text())
             shards = sorted(set(index["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{folder / WEIGHTS_SAFE_INDEX} is not a valid safetensors index: {err}") from None
         state = {}
         for shard in shards:
-            state.update(_read_safetensors(folder / shard))
+            state.update(_read_safetensors(_shard_path(folder, shard)))
         return state
     if (folder / WEIGHTS_BIN).is_file():
         path = folder / WEIGHTS_BIN
@@ -89,6 +90,21 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path} does not hold a flat dict of tensors")
         return state
     raise FileNotFoundError(f"no {WEIGHTS_SAFE}, {WEIGHTS_SAFE_INDEX} or {WEIGHTS_BIN} in {folder}")
+
+
+def _shard_path(folder: Path, shard) -> Path:
+    """The file a safetensors index names, confined to the model folder (no absolute paths, no ``..``
+    and no symlink leading out of it)."""
+    index = folder / WEIGHTS_SAFE_INDEX
+    if not isinstance(shard, str) or not shard or "\x00" in shard:
+        raise ValueError(f"{index} names an invalid shard {shard!r}; shards are file names inside {folder}")
+    root = folder.resolve()
+    path = (folder / shard).resolve()
+    if Path(shard).is_absolute() or path == root or root not in path.parents:
+        raise ValueError(
+            f"{index} names shard {shard!r}, outside the model folder {folder}; shards must be files inside it"
+        )
+    return path
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -156,8 +172,8 @@ class PreTrainedMixin:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json; is it a CLVP model folder?")
         config = cls.config_class.from_json_file(folder / "config.json")
-        for key, value in config_overrides.items():
-            setattr(config, key, value)
+        if config_overrides:  # known fields only, validated like the file's own values
+            config = config.with_overrides(**config_overrides)
         state = aligned(read_state_dict(folder))
         with torch.device("meta"):
             model = cls(config, init_weights=False)
@@ -170,13 +186,26 @@ class PreTrainedMixin:
         return model
 
     def save_pretrained(self, path: str | os.PathLike, safe_serialization: bool = True) -> None:
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(folder)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        if safe_serialization:
-            from safetensors.torch import save_file
+        """Write config.json and model.safetensors (or pytorch_model.bin) all or nothing (clvp/atomic.py):
+        the folder's other files (tokenizer, preprocessor) are kept; weights of the other format, and
+        sharded ones, are removed in the same step, so the folder loads as exactly this model."""
+        def stale_weights(old: Path) -> set[str]:
+            names = {WEIGHTS_SAFE, WEIGHTS_SAFE_INDEX, WEIGHTS_BIN, WEIGHTS_BIN + ".index.json"}
+            for index in (WEIGHTS_SAFE_INDEX, WEIGHTS_BIN + ".index.json"):
+                try:
+                    shards = json.loads((old / index).read_text())["weight_map"].values()
+                    names |= {s for s in shards if isinstance(s, str) and os.path.basename(s) == s}
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    pass
+            return names | {n for n in os.listdir(old) if n.startswith(("model-", "pytorch_model-")) and "-of-" in n
+                            and n.endswith((".safetensors", ".bin"))}
 
-            save_file(state, str(folder / WEIGHTS_SAFE), metadata={"format": "pt"})
-        else:
-            torch.save(state, folder / WEIGHTS_BIN)
+        with atomic_folder(path, drop_fn=stale_weights) as folder:
+            self.config.save_pretrained(folder)
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            if safe_serialization:
+                from safetensors.torch import save_file
+
+                save_file(state, str(folder / WEIGHTS_SAFE), metadata={"format": "pt"})
+            else:
+                torch.save(state, folder / WEIGHTS_BIN)

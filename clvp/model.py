@@ -314,8 +314,10 @@ def pad_extra_bos_eos_tokens(input_ids, attention_mask=None, pad_token_id=0, bos
 
 def check_ids(ids: torch.Tensor, vocab_size: int, what: str) -> None:
     """Raise a ValueError (not an IndexError from inside torch) for ids outside ``[0, vocab_size)``."""
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise TypeError(f"{what} must be an integer tensor, got dtype {ids.dtype}")
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor of integer ids, got {type(ids).__name__}")
+    if ids.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"{what} must be an integer tensor (torch.long or torch.int32), got dtype {ids.dtype}")
     if ids.numel() == 0:
         raise ValueError(f"{what} is empty")
     lo, hi = int(ids.min()), int(ids.max())

@@ -213,17 +213,19 @@ class ClvpEncoder(ClvpPreTrainedModel, Encoder):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+            generation.check_ids_input(input_ids, "input_ids")
             check_ids(input_ids, self.config.vocab_size, "input_ids")
             x = self.token_embedding(input_ids)  # (B, T, C)
         else:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            if isinstance(inputs_embeds, torch.Tensor) and (
+                    inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size):
                 raise ValueError(
                     f"inputs_embeds must be (batch, seq_len, {self.config.hidden_size}), got {tuple(inputs_embeds.shape)}"
                 )
+            generation.check_embeds_input(inputs_embeds, "inputs_embeds", self.config.hidden_size)
             x = inputs_embeds
         b, t, _ = x.shape
+        generation.check_mask_input(attention_mask, (b, t))
         keep = key_padding_mask(attention_mask, b, t)
         rope = self.rope(t, x.device, position_ids)
         hidden = [] if output_hidden_states else None
@@ -277,11 +279,15 @@ class ClvpDecoder(ClvpPreTrainedModel, Decoder):
                 past_key_values=None, inputs_embeds=None, use_cache=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None):
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        generation.check_ids_input(input_ids, "input_ids")
+        generation.check_embeds_input(inputs_embeds, "inputs_embeds", self.config.hidden_size)
         past_length = 0 if past_key_values is None else past_key_values[0][0].shape[-2]
         x = self.embed(input_ids, inputs_embeds, position_ids, past_length, token_type_ids)  # (B, T, C)
         b, t, _ = x.shape
         additive = None
         if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor):
+                raise TypeError(f"attention_mask must be a torch.Tensor of 0/1 values, got {type(attention_mask).__name__}")
             if attention_mask.shape != (b, past_length + t):
                 raise ValueError(
                     f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, past + seq_len) = {(b, past_length + t)}"
@@ -394,6 +400,8 @@ class ClvpForCausalLM(ClvpPreTrainedModel, CausalLM):
         first — or, with ``return_dict_in_generate=True``, an output with ``sequences`` and
         ``hidden_states``. Arguments as ``GenerationConfig`` (see clvp/generation.py)."""
         cfg = generation.resolve_config(self.config, generation_config, kwargs)
+        generation.check_ids_input(input_ids, "input_ids")
+        generation.check_embeds_input(conditioning_embeds, "conditioning_embeds", self.config.hidden_size)
         with torch.no_grad():
             out = generation.decoder_generate(self, input_ids=input_ids, conditioning_embeds=conditioning_embeds, cfg=cfg)
         return out if cfg.return_dict_in_generate else out.sequences
@@ -421,6 +429,11 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
     def _check_speech_ids(self, speech_ids):
         check_ids(speech_ids, self.config.speech_config.vocab_size, "speech_ids")
 
+    def _check_scores(self, text_embeds, speech_embeds) -> None:
+        """Stop with the stage named when the encoders produced NaN/inf (never a finite score of garbage)."""
+        generation.check_stage(text_embeds, "the text encoder embeddings (CLVP scores)")
+        generation.check_stage(speech_embeds, "the speech encoder embeddings (CLVP scores)")
+
     def get_text_features(self, input_ids=None, text_encoder_inputs_embeds=None, attention_mask=None):
         """Unnormalised text embeddings (B, projection_dim)."""
         return self.text_encoder_model(input_ids=input_ids, inputs_embeds=text_encoder_inputs_embeds,
@@ -431,6 +444,8 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
                             **kwargs):
         """Unnormalised speech embeddings (B, projection_dim) of ``speech_ids``; without them the
         speech ids are generated first from ``input_ids``/``input_features`` (see ``generate``)."""
+        if speech_ids is not None:
+            generation.check_ids_input(speech_ids, "speech_ids")
         if speech_ids is None:
             if (input_ids is None and conditioning_encoder_inputs_embeds is None) or input_features is None:
                 raise ValueError("pass speech_ids, or input_ids (or conditioning_encoder_inputs_embeds) and input_features")
@@ -460,14 +475,26 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
         """One non-autoregressive decoder pass, argmax codes, and the contrastive similarities (§2.7)."""
         if input_features is None:
             raise ValueError("input_features (the log-mel of the reference audio) is required")
+        dc = self.config.decoder_config
+        generation.check_features_input(input_features, dc.feature_size)
+        generation.check_ids_input(input_ids, "input_ids", self.config.text_config.vocab_size)
+        if input_ids is not None:
+            generation.check_mask_input(attention_mask, input_ids.shape)
+        generation.check_embeds_input(conditioning_encoder_inputs_embeds, "conditioning_encoder_inputs_embeds",
+                                      dc.hidden_size)
+        generation.check_embeds_input(text_encoder_inputs_embeds, "text_encoder_inputs_embeds",
+                                      self.config.text_config.hidden_size)
         cond = self.conditioning_encoder(input_features=input_features, input_ids=input_ids,
                                          inputs_embeds=conditioning_encoder_inputs_embeds, attention_mask=attention_mask)
+        generation.check_stage(cond, "the conditioning prompt (conditioning encoder output)")
         dec = self.speech_decoder_model(inputs_embeds=cond, output_hidden_states=output_hidden_states, use_cache=False)
+        generation.check_stage(dec.logits, "the decoder logits")
         speech_ids = self.fix_speech_decoder_output(dec.logits.argmax(-1))
         self._check_speech_ids(speech_ids)
         speech_out = self.speech_encoder_model(input_ids=speech_ids, output_hidden_states=output_hidden_states)
         text_out = self.text_encoder_model(input_ids=input_ids, inputs_embeds=text_encoder_inputs_embeds,
                                            attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+        self._check_scores(text_out.embeds, speech_out.embeds)
         out = self._output(text_out, speech_out, loss=return_loss, decoder_hidden_states=dec.hidden_states)
         return out.to_tuple() if return_dict is False else out
 
@@ -487,8 +514,18 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
         if output_hidden_states is not None:
             kwargs["output_hidden_states"] = output_hidden_states
         cfg = generation.composite_config(self, generation_config, kwargs)
-        generation.validate_request(self, cfg, input_ids)
+        generation.validate_request(self, cfg, input_ids, input_features=input_features, attention_mask=attention_mask)
+        if pad_to_max_mel_tokens is not None:
+            limit = self.config.decoder_config.max_position_embeddings
+            if not isinstance(pad_to_max_mel_tokens, int) or isinstance(pad_to_max_mel_tokens, bool):
+                raise TypeError(f"pad_to_max_mel_tokens must be an integer or None, got {pad_to_max_mel_tokens!r}")
+            if not 2 <= pad_to_max_mel_tokens <= limit:
+                raise ValueError(
+                    f"pad_to_max_mel_tokens must be in 2..{limit} (the decoder's max_position_embeddings: no longer "
+                    f"sequence can be generated), got {pad_to_max_mel_tokens}"
+                )
         prompt, ids, mask = self.build_prompt(input_ids, input_features, attention_mask)  # (B, L, C)
+        generation.check_stage(prompt, "the conditioning prompt (conditioning encoder output)")
         result = generation.decoder_generate(self.speech_decoder_model, conditioning_embeds=prompt, cfg=cfg)
         speech_ids = result.sequences  # (B * n, 1 + T)
         if pad_to_max_mel_tokens is not None:
@@ -501,6 +538,7 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
         speech_ids = self.fix_speech_decoder_output(speech_ids)
         speech_out = self.speech_encoder_model(input_ids=speech_ids, output_hidden_states=cfg.output_hidden_states)
         text_out = self.text_encoder_model(input_ids=ids, attention_mask=mask, output_hidden_states=cfg.output_hidden_states)
+        self._check_scores(text_out.embeds, speech_out.embeds)
         return self._output(text_out, speech_out, speech_ids=speech_ids, decoder_hidden_states=result.hidden_states)
 
     def generate_candidates(self, input_ids, input_features, **kwargs) -> candidates.RankedCandidates:

@@ -31,6 +31,14 @@ The single-pass abbreviation rule differs from the rule-by-rule one only when on
 directly follows another ("mr.co."); then the rule-by-rule path is taken, so the output is the same
 on every input.
 
+Work is linear in the input (with transformers' regular expressions it was quadratic in digit runs:
+100,000 digits took 93 s, and int() raised ValueError beyond 4300 digits): the decimal and ordinal
+rules start only at the first digit
+of a run, and numbers are handled as digit strings, so one of more than 40 digits is never passed to
+``int()``; its reading depends on its length alone ("number out of range" in "hf" mode as in
+transformers from 10**18 on, whatever the length; digit by digit in "tortoise" mode from 10**36 on).
+bench/bench_normalizer.py times 1 MB of digits.
+
 Provenance: the rules, word lists and ``number_to_words`` follow transformers v4.46.3
 ``src/transformers/models/clvp/number_normalizer.py`` (Apache-2.0), which adapts
 neonbjb/tortoise-tts ``tortoise/utils/tokenizer.py``.
@@ -80,8 +88,11 @@ _WHITESPACE_RE = re.compile(r"\s{2,}|[^\S ]")
 _COMMA_NUMBER_RE = re.compile(r"([0-9][0-9\,]+[0-9])")
 _POUNDS_RE = re.compile(r"£([0-9\,]*[0-9]+)")
 _DOLLARS_RE = re.compile(r"\$([0-9\.\,]*[0-9]+)")
-_DECIMAL_RE = re.compile(r"([0-9]+\.[0-9]+)")
-_ORDINAL_RE = re.compile(r"[0-9]+(st|nd|rd|th)")
+# Both start only at the first digit of a run ("(?<![0-9])") and never give digits back ("++"): a match
+# can only begin there, so the matches are transformers' ones, but a run of n digits that is not
+# followed by "." / a suffix costs O(n) instead of the O(n**2) of retrying from every digit in it.
+_DECIMAL_RE = re.compile(r"(?<![0-9])([0-9]++\.[0-9]+)")
+_ORDINAL_RE = re.compile(r"(?<![0-9])[0-9]++(st|nd|rd|th)")
 _NUMBER_RE = re.compile(r"[0-9]+")
 
 _ONES = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -200,6 +211,33 @@ def _inflect_cardinal(num: int, andword: str = "and") -> str:
     return ", ".join(parts)
 
 
+# Numbers of more digits than this are never converted with int() (quadratic in the digits, and a
+# ValueError beyond 4300 of them): transformers reads all of them as "number out of range" (from 10**18
+# on), Tortoise mode digit by digit (from 10**33 on), so their digit count alone decides.
+_MAX_INT_DIGITS = 40
+
+
+def _significant_digits(digits: str) -> str:
+    """A run of ASCII digits without its leading zeros ("" for zero): ``str(int(digits))`` in O(n)."""
+    return digits.lstrip("0")
+
+
+def _hf_words_of_digits(digits: str) -> str:
+    """``_hf_number_to_words(int(digits))`` for a digit run of any length, in O(len(digits))."""
+    significant = _significant_digits(digits)
+    if len(significant) > 18:  # >= 10**18
+        return "number out of range"
+    return _hf_number_to_words(int(significant or "0"))
+
+
+def _cardinal_of_digits(digits: str, andword: str) -> str:
+    """``_inflect_cardinal(int(digits), andword)`` for a digit run of any length, in O(len(digits))."""
+    significant = _significant_digits(digits)
+    if len(significant) > 3 * len(_SCALES):  # >= 1000 ** len(_SCALES): digit by digit
+        return " ".join("zero" if d == "0" else _ONES[int(d)] for d in significant)
+    return _inflect_cardinal(int(significant or "0"), andword)
+
+
 def _ordinal_of_words(words: str) -> str:
     """inflect's ordinal of a cardinal in words: "twenty-one" -> "twenty-first", "ninety" -> "ninetieth"."""
     for cardinal, ordinal in _ORDINAL_WORDS.items():
@@ -256,31 +294,37 @@ class EnglishNormalizer:
         if len(parts) > 2:
             return match + " dollars"  # unexpected format, kept as transformers and Tortoise keep it
         # transformers and Tortoise raise on "$,5" (int(",5")); the commas left here are not digits.
-        dollars = int(parts[0].replace(",", "") or 0)
-        cents = int(parts[1].replace(",", "") or 0) if len(parts) > 1 else 0
+        # Kept as digit strings (what int() then "%s" would give: no leading zeros, "" for zero), so
+        # a long run costs O(n), not int()'s O(n**2) (or its ValueError beyond 4300 digits).
+        dollars = _significant_digits(parts[0].replace(",", ""))
+        cents = _significant_digits(parts[1].replace(",", "")) if len(parts) > 1 else ""
         if dollars and cents:
-            dollar_unit = "dollar" if dollars == 1 else "dollars"
-            cent_unit = "cent" if cents == 1 else "cents"
+            dollar_unit = "dollar" if dollars == "1" else "dollars"
+            cent_unit = "cent" if cents == "1" else "cents"
             return "%s %s, %s %s" % (dollars, dollar_unit, cents, cent_unit)
         if dollars:
-            return "%s %s" % (dollars, "dollar" if dollars == 1 else "dollars")
+            return "%s %s" % (dollars, "dollar" if dollars == "1" else "dollars")
         if cents:
-            return "%s %s" % (cents, "cent" if cents == 1 else "cents")
+            return "%s %s" % (cents, "cent" if cents == "1" else "cents")
         return "zero dollars"
 
     def _expand_ordinal(self, m) -> str:
-        num = int(m.group(0)[:-2])
+        digits = m.group(0)[:-2]
         if self.mode == "tortoise":
-            return _ordinal_of_words(_inflect_cardinal(num, "and"))
+            return _ordinal_of_words(_cardinal_of_digits(digits, "and"))
         # transformers: the cardinal plus the suffix ("1st" -> "onest"; a bug kept for parity).
-        if 10 <= num % 100 <= 20:
+        last_two = int(digits[-2:])  # num % 100
+        if 10 <= last_two <= 20:
             suffix = "th"
         else:
-            suffix = {1: "st", 2: "nd", 3: "rd"}.get(num % 10, "th")
-        return _hf_number_to_words(num) + suffix
+            suffix = {1: "st", 2: "nd", 3: "rd"}.get(last_two % 10, "th")
+        return _hf_words_of_digits(digits) + suffix
 
     def _expand_number(self, m) -> str:
-        num = int(m.group(0))
+        digits = _significant_digits(m.group(0))
+        if len(digits) > _MAX_INT_DIGITS:  # far beyond both modes' cardinals: no int() of it
+            return _hf_words_of_digits(digits) if self.mode == "hf" else _cardinal_of_digits(digits, "")
+        num = int(digits or "0")
         if self.mode == "hf":
             if 1000 < num < 3000:
                 if num == 2000:

@@ -21,14 +21,19 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
+from .atomic import atomic_folder
 from .batch import BatchEncoding
 from .feature_extraction import ClvpFeatureExtractor
 from .tokenization import ClvpTokenizer
 
 __all__ = ["ClvpProcessor"]
+
+# an ASCII character the normaliser keeps (all but '"'): a text holding one tokenizes to at least one id
+_HAS_KEPT_ASCII = re.compile(r'[\x00-\x21\x23-\x7f]')
 
 
 def _parameters(fn) -> set[str]:
@@ -76,6 +81,7 @@ class ClvpProcessor:
 
         encodings = None
         if text is not None:
+            self._check_text_gives_ids(text, t_kwargs.get("is_split_into_words", False))
             encodings = self.tokenizer(text, **t_kwargs)
             if device is not None and t_kwargs.get("return_tensors") == "pt":
                 encodings = encodings.to(device)
@@ -90,6 +96,44 @@ class ClvpProcessor:
             out["attention_mask"] = encodings["attention_mask"]
         return out
 
+    def _check_text_gives_ids(self, text, is_split_into_words: bool) -> None:
+        """Raise a ValueError if a text tokenizes to no ids (empty, or only characters the normaliser
+        drops, e.g. non-ASCII in "hf" mode): the model would get an empty or all-padding row. A text with
+        an ASCII character other than '"' always gives an id, so only the others are tokenized here.
+        Layouts the tokenizer does not take are left to its TypeError."""
+        if is_split_into_words:
+            if isinstance(text, (list, tuple)) and text and all(isinstance(t, (list, tuple)) for t in text):
+                empty = [i for i, words in enumerate(text) if len(words) == 0]
+                if empty:
+                    raise ValueError(f"text[{empty[0]}] is an empty list of words: it tokenized to no ids; "
+                                     "every text needs at least one word")
+            elif isinstance(text, (list, tuple)) and len(text) == 0:
+                raise ValueError("text is an empty list of words: it tokenized to no ids; give at least one word")
+            return
+        if isinstance(text, str):
+            texts, names = [text], ["text"]
+        elif isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+            if len(text) == 0:
+                raise ValueError("text is an empty list: give at least one text (a str or a list of str)")
+            texts, names = text, [f"text[{i}]" for i in range(len(text))]
+        else:
+            return  # the tokenizer raises its TypeError
+        for name, t in zip(names, texts):
+            if _HAS_KEPT_ASCII.search(t):
+                continue
+            if self.tokenizer(t, add_special_tokens=False, return_attention_mask=False)["input_ids"]:
+                continue
+            if not t:
+                raise ValueError(f"{name} is empty: it tokenized to no ids; give at least one word")
+            dropped = sorted(set(t))
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in dropped[:10]) + (", ..." if len(dropped) > 10 else "")
+            raise ValueError(
+                f"{name} tokenized to no ids: the normaliser (text_normalization="
+                f"{self.tokenizer.text_normalization!r}) dropped every character of it: {shown}. It keeps ASCII "
+                "(the 'hf' mode drops all other characters; 'tortoise' transliterates accented Latin letters) and "
+                "removes '\"'; give text with at least one letter, digit, space or punctuation mark"
+            )
+
     def decode(self, *args, **kwargs) -> str:
         """``ClvpTokenizer.decode``."""
         return self.tokenizer.decode(*args, **kwargs)
@@ -100,18 +144,20 @@ class ClvpProcessor:
 
     def save_pretrained(self, save_directory) -> list[str]:
         """Write the feature extractor's preprocessor_config.json and the tokenizer's files into one
-        directory, each config marked ``"processor_class": "ClvpProcessor"`` as transformers does."""
-        files = list(self.feature_extractor.save_pretrained(save_directory))
-        files += list(self.tokenizer.save_pretrained(save_directory))
-        for name in ("preprocessor_config.json", "tokenizer_config.json"):
-            path = os.path.join(save_directory, name)
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as f:
-                    config = json.load(f)
-                config["processor_class"] = type(self).__name__
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        return files
+        directory, each config marked ``"processor_class": "ClvpProcessor"`` as transformers does.
+        Both parts in one all-or-nothing step (clvp/atomic.py)."""
+        with atomic_folder(save_directory) as folder:
+            files = list(self.feature_extractor.save_pretrained(folder))
+            files += list(self.tokenizer.save_pretrained(folder))
+            for name in ("preprocessor_config.json", "tokenizer_config.json"):
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    with open(path, encoding="utf-8") as f:
+                        config = json.load(f)
+                    config["processor_class"] = type(self).__name__
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        return [os.path.join(save_directory, os.path.relpath(f, folder)) for f in files]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ClvpProcessor":

@@ -35,6 +35,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_folder
 from .batch import BatchEncoding
 from .bpe import ByteLevelBPE, bytes_to_unicode, number_added_tokens, token_bytes
 from .normalizer import TEXT_NORMALIZATIONS, EnglishNormalizer
@@ -414,23 +415,30 @@ class ClvpTokenizer:
 
     # ------------------------------------------------------------------------------ save and load
     def save_vocabulary(self, save_directory, filename_prefix: str | None = None) -> tuple[str, str]:
-        """Write vocab.json and merges.txt (Hugging Face's layout) into an existing directory."""
-        return write_vocabulary(save_directory, self.encoder, self.bpe_merges, filename_prefix)
+        """Write vocab.json and merges.txt (Hugging Face's layout) into an existing directory, both or
+        neither (clvp/atomic.py)."""
+        if not os.path.isdir(save_directory):
+            raise ValueError(f"save_directory {str(save_directory)!r} is not an existing directory")
+        with atomic_folder(save_directory) as folder:
+            paths = write_vocabulary(folder, self.encoder, self.bpe_merges, filename_prefix)
+        return tuple(os.path.join(save_directory, os.path.basename(p)) for p in paths)
 
     def save_pretrained(self, save_directory) -> tuple[str, ...]:
         """Write tokenizer_config.json, special_tokens_map.json, added_tokens.json, vocab.json and
-        merges.txt as transformers 4.46.3 does (which can load them), plus ``text_normalization``."""
+        merges.txt as transformers 4.46.3 does (which can load them), plus ``text_normalization``.
+        All or nothing (clvp/atomic.py); a stale added_tokens.json (no tokens added now) is removed."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {str(save_directory)!r} is a file, not a directory")
-        os.makedirs(save_directory, exist_ok=True)
         settings = {key: getattr(self, key) for key in (
             "add_bos_token", "add_eos_token", "add_prefix_space", "clean_up_tokenization_spaces", "errors",
             "model_max_length", "padding_side", "split_special_tokens", "text_normalization", "truncation_side")}
-        paths = write_settings(save_directory, settings=settings,
-                               special_tokens={a: getattr(self, a) for a in SPECIAL_ATTRIBUTES},
-                               additional_special_tokens=self.additional_special_tokens,
-                               added_tokens_encoder=self.added_tokens_encoder, vocab_size=self.vocab_size)
-        return tuple(paths) + self.save_vocabulary(save_directory)
+        with atomic_folder(save_directory, drop=[ADDED_TOKENS_FILE]) as folder:
+            paths = write_settings(folder, settings=settings,
+                                   special_tokens={a: getattr(self, a) for a in SPECIAL_ATTRIBUTES},
+                                   additional_special_tokens=self.additional_special_tokens,
+                                   added_tokens_encoder=self.added_tokens_encoder, vocab_size=self.vocab_size)
+            paths += self.save_vocabulary(folder)
+        return tuple(os.path.join(save_directory, os.path.basename(p)) for p in paths)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ClvpTokenizer":

@@ -252,9 +252,12 @@ def test_input_layouts_agree():
     as_list = fe(list(same_length), sampling_rate=4000, return_tensors="np").input_features
     np.testing.assert_array_equal(as_2d, as_list)
     np.testing.assert_array_equal(as_2d_tensor, as_list)
-    ints = (clips[0] * 1000).astype(np.int16)  # cast to float32 unscaled, as Hugging Face does
+    # integer PCM is scaled as soundfile reads it (x / 32768 for int16), where Hugging Face casts it to
+    # float32 unscaled and gives features 2 * log(32768) off: a deliberate divergence (docs/model.md §4)
+    ints = (clips[0] * 1000).astype(np.int16)
     np.testing.assert_array_equal(fe(ints, sampling_rate=4000, return_tensors="np").input_features,
-                                  fe(ints.astype(np.float32), sampling_rate=4000, return_tensors="np").input_features)
+                                  fe(ints.astype(np.float32) / 32768, sampling_rate=4000,
+                                     return_tensors="np").input_features)
 
 
 def test_return_types():

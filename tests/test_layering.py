@@ -12,6 +12,7 @@ from conftest import ROOT
 LAYERS = [
     # leaves: kernels, data, configs, outputs, CPU product choices, text and audio parts
     {"kernels", "data", "configuration", "outputs", "products", "normalizer", "audio", "batch", "bpe", "padding",
+     "atomic",  # all-or-nothing saves, used by every save_pretrained
      "tokenizer_files", "audio_input", "audio_padding", "mel_filters"},
     {"loading", "tokenization", "feature_extraction"},
     {"processing"},

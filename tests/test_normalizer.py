@@ -100,3 +100,92 @@ def test_output_is_lowercase_ascii_without_digits(text):
         assert not any(c.isdigit() for c in out), out
         assert '"' not in out
         assert all(c == " " for c in out if c.isspace()), repr(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded work: no quadratic regex retries, no int() of a long digit run
+# ---------------------------------------------------------------------------------------------
+
+def test_long_digit_runs_read_by_length():
+    # transformers says "number out of range" from 10**18 on (and raises beyond 4300 digits);
+    # Tortoise mode reads numbers of 37 or more digits digit by digit. Leading zeros do not count.
+    assert HF("1" * 100_000) == "number out of range"
+    assert HF("1" * 100_000 + "st") == "number out of rangeth"  # the suffix of ...11, as transformers
+    assert HF("1" * 100_000 + "21st") == "number out of rangest"
+    assert HF("0" * 100_000 + "7") == "seven"
+    assert HF("$" + "9" * 5000) == "number out of range dollars"
+    assert HF("1," * 5000 + "1") == "number out of range"
+    assert TORTOISE("12" * 50_000) == " ".join(["one two"] * 50_000)
+    assert TORTOISE("0" * 5000 + "21st") == "twenty-first"
+
+
+HANG_GUARD = r"""
+import sys
+from clvp.normalizer import EnglishNormalizer
+size = 1 << 20
+for unit in ("1", "1,", "1.", "1st ", "$1.", "12,3", "mr.", "a1"):
+    text = (unit * (size // len(unit) + 1))[:size]
+    for mode in ("hf", "tortoise"):
+        out = EnglishNormalizer(mode)(text)
+        assert len(out) <= 8 * size, (unit, mode, len(out))
+print("ok")
+"""
+
+
+def test_one_megabyte_inputs_finish():
+    """A hang guard, not a speed test: 1 MiB of digits, "1," and other number patterns (each took
+    minutes to hours when the rules were quadratic; well under a second each now) must finish within
+    a generous 60 s in a subprocess."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", HANG_GUARD], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_work_is_linear_in_digit_runs(monkeypatch):
+    """An operation count, not a time: the number rules see each digit a bounded number of times.
+    The regexes are wrapped to count the characters their matches span and the int() conversions'
+    digits; doubling a digit run at most doubles both (quadratic rules grew them 4x)."""
+    import clvp.normalizer as normalizer
+
+    counts = {"int_digits": 0, "match_chars": 0, "int_longest": 0}
+
+    class CountingPattern:
+        def __init__(self, pattern):
+            self.pattern = pattern
+
+        def sub(self, repl, text):
+            def counted(m):
+                counts["match_chars"] += m.end() - m.start()
+                return m.expand(repl) if isinstance(repl, str) else repl(m)
+            return self.pattern.sub(counted, text)
+
+        def __getattr__(self, name):
+            return getattr(self.pattern, name)
+
+    real_int = int
+
+    def counting_int(x, *args):
+        if isinstance(x, str):
+            counts["int_digits"] += len(x)
+            counts["int_longest"] = max(counts["int_longest"], len(x))
+        return real_int(x, *args)
+
+    for name in ("_COMMA_NUMBER_RE", "_POUNDS_RE", "_DOLLARS_RE", "_DECIMAL_RE", "_ORDINAL_RE", "_NUMBER_RE"):
+        monkeypatch.setattr(normalizer, name, CountingPattern(getattr(normalizer, name)))
+    monkeypatch.setattr(normalizer, "int", counting_int, raising=False)
+
+    def cost(text):
+        counts.update(int_digits=0, match_chars=0, int_longest=0)
+        for mode in ("hf", "tortoise"):
+            normalizer.EnglishNormalizer(mode)(text)
+        return counts["int_digits"], counts["match_chars"]
+
+    for unit in ("1", "1,", "1.", "1st "):
+        small, large = cost(unit * 20_000), cost(unit * 40_000)
+        assert large[0] <= 2 * small[0] + 100 and large[1] <= 2 * small[1] + 100, (unit, small, large)
+    cost("1" * 40_000)
+    assert counts["int_longest"] <= 40  # a long run is read by its length, never through int()
