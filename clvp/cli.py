@@ -283,7 +283,22 @@ def cmd_demo(args):
     return _rank(args, demo=True)
 
 
+def _load_for_corpus(args):
+    """(model, tokenizer, feature extractor, model folder) for ``clvp.corpus.run_corpus``; ``args.device``
+    is already this rank's device."""
+    model_dir = Path(args.model) if args.model else None
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    model = _load_model(model_dir, device, dtype, args.seed)
+    tok, fe = _load_front_end(model_dir)
+    return model, tok, fe, model_dir
+
+
 def cmd_rank(args):
+    if args.texts:  # a book or a corpus: chunks, one JSONL line each, resumable, sharded under torchrun
+        from .corpus import run_corpus
+
+        _check_rank_args(args, Path(args.model) if args.model else None)
+        return run_corpus(args, _load_for_corpus)
     return _rank(args, demo=False)
 
 
@@ -387,7 +402,7 @@ def cmd_bench(args):
 
 
 BENCHMARKS = ("rotary_attention", "decode_attention", "log_mel")  # the kernel microbenchmarks: `clvp bench`
-ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step", "train_step", "normalizer")
+ALL_BENCHMARKS = BENCHMARKS + ("tokenizer", "model", "generation", "decode_step", "train_step", "normalizer", "corpus")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rank", help="generate candidates for a text in a voice and rank them by CLVP score")
     common(r, model_required=True)
     ranking(r, fallback_candidates=RANK_CANDIDATES, default_batch=16, default_new=None)
+    r.add_argument("--texts", default=None,
+                   help="a text file (one record) or JSONL (id, text, optional voice per line): split into chunks, "
+                        "one JSONL line per chunk in --out (--top candidates each); resumable; sharded under torchrun")
     r.set_defaults(func=cmd_rank)
 
     s = sub.add_parser("score", help="score given candidate codes against a text")

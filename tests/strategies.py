@@ -143,3 +143,38 @@ def clvp_texts(max_pieces: int = 12, alphabet: str = TEXT_ALPHABET, pieces=TEXT_
 def vocab_texts(max_pieces: int = 12):
     """Texts whose normalised form uses only characters of the CLVP vocabulary (round-trips)."""
     return clvp_texts(max_pieces, VOCAB_TEXT_ALPHABET, ("mr.", "1st", "1995", "$1.50", "1,000", "3.14", "don't"))
+
+
+# ---- text splitting (clvp/text_split.py) -----------------------------------------------------
+# Long texts from words, numbers, abbreviations, quotes and punctuation, joined by runs of
+# whitespace: sentence and clause boundaries, quoted passages, numbers that must stay whole, and
+# now and then a long word; no single word exceeds the chunk limits (so no cut lands inside one).
+SPLIT_WORDS = ("the", "wolf", "grandmother", "Little", "Red", "Riding", "Hood", "said", "and", "a", "I", "Mr.",
+               "Dr.", "J.", "e.g.", "3.14", "1,000", "$1.50", "1995", "22nd", "don't", "café", "—", "-", "(aside)",
+               "supercalifragilisticexpialidocious", "über", "中文")
+SPLIT_PUNCT = ("", "", "", "", ".", ",", ";", ":", "!", "?", "...", ".\"", ",\"", "!\"", "—", ")")
+SPLIT_SPACES = (" ", " ", " ", " ", "  ", "\n", "\n\n", "\t", " \n ")
+
+
+@st.composite
+def long_texts(draw, max_words: int = 400):
+    """A text of up to ``max_words`` words with punctuation, quotes and whitespace runs between them."""
+    n = draw(st.integers(0, max_words))
+    letters = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'", min_size=1,
+                      max_size=draw(st.sampled_from((8, 30))))
+    word = st.one_of(st.sampled_from(SPLIT_WORDS), letters)
+    parts = []
+    for _ in range(n):
+        w = draw(word)
+        if draw(st.integers(0, 9)) == 0:
+            w = ("\"" if draw(st.booleans()) else "“") + w
+        parts.append(w + draw(st.sampled_from(SPLIT_PUNCT)) + draw(st.sampled_from(SPLIT_SPACES)))
+    return draw(st.sampled_from(("", " ", "\n"))) + "".join(parts)
+
+
+def split_limits():
+    """(max_tokens, target_chars, max_chars) for split_text: the defaults and tight ones."""
+    return st.one_of(
+        st.just((401, 200, 300)),
+        st.tuples(st.integers(60, 401), st.integers(20, 200), st.integers(80, 300)),
+    )

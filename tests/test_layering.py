@@ -14,13 +14,13 @@ LAYERS = [
     {"kernels", "data", "configuration", "outputs", "products", "normalizer", "audio", "batch", "bpe", "padding",
      "atomic",  # all-or-nothing saves, used by every save_pretrained
      "tokenizer_files", "audio_input", "audio_padding", "mel_filters"},
-    {"loading", "tokenization", "feature_extraction"},
+    {"loading", "tokenization", "feature_extraction", "text_split"},  # text_split: chunks under a tokenizer's limit
     {"processing"},
     {"model"},  # the model core
     {"generation"},  # drives the core's decoder with a static KV cache
     {"candidates"},  # Tortoise's candidate loop on top of generation
     {"modeling"},  # Hugging Face's API around all of the above
-    {"convert"},
+    {"convert", "corpus"},  # corpus: books and corpora, chunked, resumable, sharded over torchrun
     {"cli", "__main__", "__init__", "bench"},
 ]
 LAZY_ALLOWED = {"__init__", "cli"}
