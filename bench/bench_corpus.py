@@ -54,12 +54,13 @@ def main(argv=None) -> None:
     parser.add_argument("--copies", type=int, default=2, help="records: copies of riding_hood.txt")
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (every process on the GPU)")
     args = parser.parse_args(argv)
     new = args.max_new_tokens or (8 if args.full else 16)
     cores = os.cpu_count() or 1
     text = data_path("riding_hood.txt").read_text(encoding="utf-8")
     options = ["--candidates", str(args.candidates), "--batch-size", str(args.candidates), "--max-new-tokens", str(new),
-               "--top", "1", "--seed", "0"]
+               "--top", "1", "--seed", "0", "--device", args.device]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         progress(f"saving a random {'full-size' if args.full else 'tiny'} model")
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
     base = max(v for k, v in rate.items() if k[0] == 1)
     two = rate[2, half]
     info = conditions(
-        "cpu",
+        args.device,
         model=f"{'ClvpConfig() (full size)' if args.full else 'tiny_config()'}, random weights, float32",
         input=f"{args.copies} x riding_hood.txt, {rows[0][2]} chunks",
         settings=f"{args.candidates} candidates per chunk, {new} codes each, batch {args.candidates}",
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
              f"{'byte-identical' if identical else 'DIFFERENT (a bug)'}. Wall time includes each process's start-up "
              "(importing torch, loading the model), which dominates the tiny model's short runs.")
     write_result("corpus", "Corpus runs: chunks per second, 1 process vs torchrun with 2", info, table, notes,
-                 suffix="-cpu", results=results_dir(args))
+                 suffix="-cuda" if args.device.startswith("cuda") else "-cpu", results=results_dir(args))
     if not identical:
         raise SystemExit("outputs differ between the layouts")
 

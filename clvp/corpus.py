@@ -422,7 +422,7 @@ def run_corpus(args, load_model_and_front_end) -> int:
     args = copy.copy(args)
     device = resolve_device(args.device) or torch.device("cpu")
     if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())  # ranks share GPUs if fewer
         torch.cuda.set_device(device)
     args.device = str(device)
     records = read_records(args.texts)  # before the process group: a missing file fails every rank alike

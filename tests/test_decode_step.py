@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import ORACLE_DIR, ROOT
+from conftest import ORACLE_DIR, ROOT
 
 
 def test_bench_decode_step_tiny_runs(tmp_path):

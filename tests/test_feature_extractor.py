@@ -23,10 +23,10 @@ import torch
 from hypothesis import given
 
 from clvp.feature_extraction import BatchFeature, ClvpFeatureExtractor, tortoise_mel_norms
-from tests._asserts import assert_close_verbose
+from _asserts import assert_close_verbose
 from clvp.data import path as data_path
-from tests.conftest import DATA, FIXTURES, LJ_CLIPS, ORACLE_DIR, ROOT, requires_cuda
-from tests.strategies import clip_batches
+from conftest import DATA, FIXTURES, LJ_CLIPS, ORACLE_DIR, ROOT, requires_cuda
+from strategies import clip_batches
 
 GOLDEN_BOUND = 1e-4
 

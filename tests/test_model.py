@@ -35,8 +35,8 @@ from clvp import (
     ClvpForCausalLM,
     ClvpModelForConditionalGeneration,
 )
-from tests._asserts import assert_close_verbose
-from tests.conftest import FIXTURES
+from _asserts import assert_close_verbose
+from conftest import FIXTURES
 
 # half precision on a CPU without native bf16/fp16 matrix instructions warns (on purpose); the
 # precision tests here ask for it deliberately

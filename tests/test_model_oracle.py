@@ -24,9 +24,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import ORACLE_DIR, ROOT
-from tests._asserts import assert_close_verbose
-from tests.test_model import CASE_DIRS, CHECKS, Golden
+from conftest import ORACLE_DIR, ROOT
+from _asserts import assert_close_verbose
+from test_model import CASE_DIRS, CHECKS, Golden
 
 pytestmark = [
     pytest.mark.oracle,
