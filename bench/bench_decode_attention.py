@@ -141,7 +141,7 @@ def bench_cuda(results):
                "eager: triton.testing.do_bench median (L2 flushed, includes launch and host sync)",
     )
     notes = """
-GB/s = 2 * B * ctx * H * D * 2 bytes (K and V read once) / time. Target (docs/performance.md §7.2): triton >= 2500 GB/s
+GB/s = 2 * B * ctx * H * D * 2 bytes (K and V read once) / time. Target (docs/speed.md §7.2): triton >= 2500 GB/s
 at B = 16, ctx >= 512 on an H100. `sdpa flash` has no mask (cannot skip ragged tails): an upper bound
 for torch, not a substitute. The eager twin includes its `int(lengths.max())` host sync.
 
@@ -179,7 +179,7 @@ No CUDA device on this machine: the Triton kernel was not timed (it needs CUDA; 
 is for correctness only). Only the eager paths ran, in float32. GB/s = 2 * B * ctx * H * D * 4 bytes
 (K and V read once) / median time. The 2-core machine was shared with other jobs (load average
 above): medians of small cases sit on OS scheduling quanta (~20 ms); the min column is closer to
-the uncontended cost. The GPU target (docs/performance.md §7.2: >= 2500 GB/s at B = 16, ctx >= 512 on an H100)
+the uncontended cost. The GPU target (docs/speed.md §7.2: >= 2500 GB/s at B = 16, ctx >= 512 on an H100)
 is unmeasured here; run this module on a CUDA machine to write bench/results/decode_attention-<gpu>.md.
 """
     write_result("decode_attention", "decode_attention: eager paths on the CPU (kernel needs CUDA)", info,

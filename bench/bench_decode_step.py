@@ -1,5 +1,5 @@
 """The decoder's whole decode step and a whole 16 x 150 generation, against their memory floors
-and transformers (docs/performance.md §6.1; targets §7.2).
+and transformers (docs/speed.md §6.1; targets §7.2).
 
 Run from the repository root: ``python -m bench.bench_decode_step``. ``--tiny`` swaps in a 2-layer
 decoder and small shapes: a quick check that the benchmark runs, not a measurement.
@@ -24,7 +24,7 @@ device's measured copy bandwidth (a 1 GiB copy, read + write bytes).
 Generation (CUDA; on the CPU only with ``--tiny``): 16 rows of the same 60-token prompt, greedy,
 ``max_new_tokens = min_new_tokens = 150`` (exactly 150 codes, checked), ours vs transformers'
 ``generate``; floor = the sum over the 150 steps of (weights + K/V at that context) / copy bandwidth,
-the 52 ms of docs/performance.md §4 at 3.0 TB/s.
+the 52 ms of docs/speed.md §4 at 3.0 TB/s.
 
 Targets on an H100 (bfloat16): step at B = 16, ctx 512 <= 0.7 ms; 16 x 150 within 2x of its floor.
 """
@@ -252,8 +252,8 @@ def main(argv=None):
     notes = (
         "Floor = bytes / copy bandwidth: every decoder weight once (the two embedding tables excepted: a step "
         "reads a few rows of them) plus K and V of B x ctx cached tokens. '% of floor speed' = floor / time. "
-        "Targets (docs/performance.md §7.2, H100, bfloat16): step at B = 16, ctx 512 <= 0.7 ms; 16 x 150 generation within 2x of "
-        "its floor (52 ms at 3.0 TB/s, docs/performance.md §4)."
+        "Targets (docs/speed.md §7.2, H100, bfloat16): step at B = 16, ctx 512 <= 0.7 ms; 16 x 150 generation within 2x of "
+        "its floor (52 ms at 3.0 TB/s, docs/speed.md §4)."
     )
     if device.type != "cuda":
         notes += " No CUDA on this machine: no graph-captured step, and the Triton decode kernel is not in these times."

@@ -17,7 +17,7 @@ them. Greedy over 4 identical texts is a valid batch in both (transformers refus
 * ours float32: target >= 1.25x faster in total;
 * ours bfloat16: target >= 3x faster than transformers float32.
 
-Per-step time = (t(64) - t(8)) / 56, the method of docs/performance.md §3 (which differenced 8 and 40).
+Per-step time = (t(64) - t(8)) / 56, the method of docs/speed.md §3 (which differenced 8 and 40).
 Two floors, both measured in the same run: one decode step must read every decoder weight once.
 "weight read" reads them and nothing else (``torch.sum`` over each tensor: the machine's read
 bandwidth); "weight products" runs the step's bare matrix products (30 x [q, k, v, out, c_fc,

@@ -186,7 +186,7 @@ def bench_cpu(inputs, fe):
 
 
 def torch_stft_log_mel(wav, window, filters, norms, n_fft, hop_length):
-    """Baseline (ii) of docs/performance.md §6.3: torch.stft (cuFFT) + |.|² + mel matmul + log clamp, float32."""
+    """Baseline (ii) of docs/speed.md §6.3: torch.stft (cuFFT) + |.|² + mel matmul + log clamp, float32."""
     spec = torch.stft(wav, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
     mel = torch.matmul(filters.T, spec.real.square() + spec.imag.square())  # (B, n_mels, frames)
     return torch.log(mel.clamp(min=LOG_CLAMP)) / norms[None, :, None]
@@ -252,10 +252,10 @@ def main(argv=None):
         progress(cuda_note)
     tone_err = tone_precision(fe)
     notes = f"""
-- Ratio target (docs/performance.md §7.1): >= 10x faster than transformers for 16 x 6 s on the CPU. Not reached with the
+- Ratio target (docs/speed.md §7.1): >= 10x faster than transformers for 16 x 6 s on the CPU. Not reached with the
   float64 FFT on this machine: torch's float64 rfft alone costs ~2.4 µs per 1024-point frame here
   (~1.2 ms per 6 s clip and core; float32 ~1.4 µs), i.e. ~20 ms of FFT for 16 clips on one core, while
-  transformers took ~190 ms on an idle machine at the start of this work (docs/performance.md §3: 12 ms a clip).
+  transformers took ~190 ms on an idle machine at the start of this work (docs/speed.md §3: 12 ms a clip).
   The float32 path is ~1.5-2x faster but 20-60x less exact: within 1e-4 on these speech clips, but
   {tone_err:.1e} (float32 path minus float64 path) on a full-scale 200 Hz tone over noise at 1e-4, whose
   quiet bins survive the 1e-5 clamp; so float64 stays the default.

@@ -13,7 +13,7 @@ default model, saves it with its ``save_pretrained``, and ours loads that folder
   transformers float32.
 
 Warm timings: one warm-up call, then at least ``REPEAT`` calls; the median is reported.
-Compute floor (docs/performance.md §3): the speech encoder on 16 x 250 codes is ~0.95 TFLOP:
+Compute floor (docs/speed.md §3): the speech encoder on 16 x 250 codes is ~0.95 TFLOP:
 4.4 s at this CPU's measured 216 GFLOP/s fp32, 1.1 s at 840 GFLOP/s bf16.
 """
 from __future__ import annotations
@@ -156,11 +156,11 @@ def main(argv=None):
     if "none" in cpu_isa():
         notes.append("This CPU has no native bfloat16 matrix instructions (no AVX-512 BF16 / AMX), so torch emulates "
                      "bf16 matrix products at a small fraction of fp32 speed (ceilings above). The 4x bf16 target was "
-                     "set for a CPU with AVX-512 BF16 (docs/performance.md §3: 840 GFLOP/s bf16); on this machine it cannot be "
+                     "set for a CPU with AVX-512 BF16 (docs/speed.md §3: 840 GFLOP/s bf16); on this machine it cannot be "
                      "met by bf16 arithmetic, and bf16 weights only pay off if matmuls are computed in fp32 "
                      "(F.linear(x.float(), W.float()) costs about the fp32 time here).")
     notes.append(f"FLOPs: {flop / 1e12:.3f} TFLOP per call (matmuls of 20 layers incl. attention, 16 x 250 codes). "
-                 "Floors from docs/performance.md §3: 4.4 s fp32 (216 GFLOP/s), 1.1 s bf16 (840 GFLOP/s).")
+                 "Floors from docs/speed.md §3: 4.4 s fp32 (216 GFLOP/s), 1.1 s bf16 (840 GFLOP/s).")
     notes.append("Timings may be perturbed: the 2 cores are shared with other engineers' jobs (load averages at "
                  "start and end in the conditions). The 'median CPU s' column (this process's CPU time per call, "
                  "both threads) is less sensitive to other processes than wall time; re-run if min and max spread widely.")

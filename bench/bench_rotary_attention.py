@@ -3,7 +3,7 @@
 Run: ``python -m clvp.bench.bench_rotary_attention`` (``--help`` for options), or ``clvp bench --only
 rotary_attention``.
 
-Shapes (docs/performance.md §6.2): batch 1 and 16, 12 heads of 64, lengths 128 / 350 / 430, rotary width
+Shapes (docs/speed.md §6.2): batch 1 and 16, 12 heads of 64, lengths 128 / 350 / 430, rotary width
 32, key padding masks (row 0 unpadded, the others right-padded to a length drawn from [0.6 T, T]),
 q / k / v as the model passes them: permuted views of (B, T, H, D) projections.
 
@@ -12,7 +12,7 @@ Rows:
   only run in Triton's interpreter, a simulator whose timings mean nothing);
 * ``eager twin``: ``rotary_attention_ref``, the reference the model falls back to (rotation with a
   ``torch.cat`` per tensor, boolean mask, ``scaled_dot_product_attention``);
-* ``rotate+SDPA``: the careful plain-torch baseline of docs/performance.md §6.2 (ii): one contiguous copy
+* ``rotate+SDPA``: the careful plain-torch baseline of docs/speed.md §6.2 (ii): one contiguous copy
   of q, k, v with the first R channels rotated in place, then SDPA with an additive mask built once;
 * ``HF ClvpSelfAttention``: transformers 4.46.3's module from ``.oracle/`` (eager softmax(QK^T)V with
   materialised scores). It includes its q/k/v/out projections, so its time covers more work than the

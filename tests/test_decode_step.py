@@ -1,6 +1,6 @@
 """The decode-step benchmark (bench/bench_decode_step.py) runs end to end.
 
-Its figures need a GPU (targets: docs/performance.md §7.2); here ``--tiny`` (a 2-layer decoder,
+Its figures need a GPU (targets: docs/speed.md §7.2); here ``--tiny`` (a 2-layer decoder,
 small shapes) checks that every part of it runs on the CPU: our step, transformers' step and both
 generations when the oracle is installed, and that the two greedy generations it times agree code
 for code.

@@ -31,7 +31,7 @@ from _tolerances import ATOL_FLOOR
 from conftest import FIXTURES, LJ_CLIPS, requires_cuda
 from strategies import log_mel_cases
 
-LOG_DOMAIN_BOUND = 1e-4  # max error in the log domain against float64 NumPy (docs/performance.md §6.3)
+LOG_DOMAIN_BOUND = 1e-4  # max error in the log domain against float64 NumPy (docs/speed.md §6.3)
 
 
 def numpy_log_mel(wav, window, filters, norms, n_fft, hop):
