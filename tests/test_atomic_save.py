@@ -311,19 +311,8 @@ def test_a_file_as_target_is_refused_by_name(tmp_path, save):
     assert leftovers(target) == []
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
-def test_an_unwritable_parent_is_refused_by_name(tmp_path):
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    os.chmod(parent, 0o555)
-    try:
-        with pytest.raises(OSError, match="ro"):
-            tiny_model(0).save_pretrained(parent / "ckpt")
-    finally:
-        os.chmod(parent, 0o755)
-
-
 def test_an_unwritable_parent_is_refused_by_name_before_any_work(tmp_path, monkeypatch):
+    # (a real read-only folder cannot stop root, which CI runs as: the permission check is simulated)
     monkeypatch.setattr(atomic.os, "access", lambda path, mode: False)
     with pytest.raises(PermissionError, match="ckpt") as err:
         tiny_model(0).save_pretrained(tmp_path / "ckpt")
