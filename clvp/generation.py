@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels
+from .model import check_ids
 from .outputs import ModelOutput
 
 # ----------------------------------------------------------------------------------------------
@@ -173,19 +174,9 @@ def check_ids_input(ids, name: str = "input_ids", vocab_size: Optional[int] = No
     """ids: a non-empty (batch, seq_len) torch.long / torch.int32 tensor (within the vocabulary when given)."""
     if ids is None:
         return
-    _tensor(ids, name, "integer token ids of shape (batch, seq_len)")
-    if ids.dtype not in (torch.long, torch.int32):
-        raise TypeError(f"{name} must be an integer tensor of dtype torch.long or torch.int32, got dtype {ids.dtype}")
-    if ids.dim() != 2:
+    if isinstance(ids, torch.Tensor) and ids.dtype in (torch.long, torch.int32) and ids.dim() != 2:
         raise ValueError(f"{name} must be (batch, seq_len), got shape {tuple(ids.shape)}")
-    if ids.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}; did the text tokenize to nothing?): "
-                         "pass at least one token per row")
-    if vocab_size is not None:
-        bad_lo, bad_hi = int(ids.min()), int(ids.max())
-        if bad_lo < 0 or bad_hi >= vocab_size:
-            raise ValueError(f"{name} contains id {bad_lo if bad_lo < 0 else bad_hi}, outside the vocabulary of size "
-                             f"{vocab_size} (allowed 0..{vocab_size - 1})")
+    check_ids(ids, vocab_size, name)  # type, dtype, empty, vocabulary: the core's one check
 
 
 def check_embeds_input(x, name: str, hidden_size: int) -> None:

@@ -312,14 +312,19 @@ def pad_extra_bos_eos_tokens(input_ids, attention_mask=None, pad_token_id=0, bos
     return input_ids, attention_mask
 
 
-def check_ids(ids: torch.Tensor, vocab_size: int, what: str) -> None:
-    """Raise a ValueError (not an IndexError from inside torch) for ids outside ``[0, vocab_size)``."""
+def check_ids(ids: torch.Tensor, vocab_size: Optional[int], what: str) -> None:
+    """Raise a TypeError for anything but a torch.long / torch.int32 tensor, and a ValueError (not an
+    IndexError from inside torch) for no ids or ids outside ``[0, vocab_size)`` (unchecked for None)."""
     if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of integer ids, got {type(ids).__name__}")
+        raise TypeError(f"{what} must be a torch.Tensor of integer ids, got {type(ids).__name__}; "
+                        "convert it with torch.as_tensor")
     if ids.dtype not in (torch.long, torch.int32):
-        raise TypeError(f"{what} must be an integer tensor (torch.long or torch.int32), got dtype {ids.dtype}")
+        raise TypeError(f"{what} must be an integer tensor of dtype torch.long or torch.int32, got dtype {ids.dtype}")
     if ids.numel() == 0:
-        raise ValueError(f"{what} is empty")
+        raise ValueError(f"{what} is empty (shape {tuple(ids.shape)}; did the text tokenize to nothing?): "
+                         "pass at least one token per row")
+    if vocab_size is None:
+        return
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi

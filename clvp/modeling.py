@@ -213,8 +213,7 @@ class ClvpEncoder(ClvpPreTrainedModel, Encoder):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            generation.check_ids_input(input_ids, "input_ids")
-            check_ids(input_ids, self.config.vocab_size, "input_ids")
+            generation.check_ids_input(input_ids, "input_ids", self.config.vocab_size)
             x = self.token_embedding(input_ids)  # (B, T, C)
         else:
             if isinstance(inputs_embeds, torch.Tensor) and (
