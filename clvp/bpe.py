@@ -63,11 +63,14 @@ class ByteLevelBPE:
     construction; pickles without the Rust object, which is rebuilt on load."""
 
     def __init__(self, vocab: dict[str, int], merges: list[tuple[str, ...]], added_tokens: dict[str, int],
-                 unk_token: str):
+                 unk_token: str, strip: dict[str, tuple[bool, bool]] | None = None):
         self.vocab = vocab
         self.merges = merges
         self.added_tokens = added_tokens
         self.unk_token = unk_token
+        # added token -> (lstrip, rstrip): the whitespace before / after it is dropped, as transformers
+        # does for an AddedToken made with lstrip=True / rstrip=True
+        self.strip = dict(strip or {})
         self._build()
 
     def _build(self) -> None:
@@ -100,7 +103,7 @@ class ByteLevelBPE:
         # The Rust BPE is rebuilt rather than pickled: its serialisation keeps one token per id, and
         # "Ġ" shares [SPACE]'s id here.
         return {"vocab": self.vocab, "merges": self.merges, "added_tokens": self.added_tokens,
-                "unk_token": self.unk_token}
+                "unk_token": self.unk_token, "strip": self.strip}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -116,15 +119,22 @@ class ByteLevelBPE:
         if (split_special_tokens or self._special_re is None
                 or not any(c in text for c in self._special_first_chars)):  # the common case: one piece
             return [text]
-        out, last = [], 0
+        out, last, stripped = [], 0, []
         for m in self._special_re.finditer(text):
             if m.start() > last:
                 out.append(text[last : m.start()])
+            if m.group(0) in self.strip:
+                stripped.append((len(out), *self.strip[m.group(0)]))
             out.append(self.added_tokens[m.group(0)])
             last = m.end()
         if last < len(text):
             out.append(text[last:])
-        return out
+        for i, lstrip, rstrip in stripped:
+            if lstrip and i > 0 and isinstance(out[i - 1], str):
+                out[i - 1] = out[i - 1].rstrip()
+            if rstrip and i + 1 < len(out) and isinstance(out[i + 1], str):
+                out[i + 1] = out[i + 1].lstrip()
+        return [part for part in out if part != ""]
 
     def encode_batch(self, texts: Sequence[str], normalize: Callable[[str], str], add_prefix_space: bool = False,
                      split_special_tokens: bool = False) -> list[list[int]]:

@@ -41,7 +41,7 @@ import torch
 from . import kernels
 from .atomic import atomic_folder, atomic_write_text
 from .audio_input import MAX_SAMPLE_MAGNITUDE, as_clips, check_sampling_rate
-from .audio_padding import pad_clips, padded_length, padded_sizes, padding_strategy
+from .audio_padding import pad_clips, pad_features, padded_length, padded_sizes, padding_strategy
 from .batch import BatchFeature
 from .mel_filters import check_mel_norms, hann_window, hertz_to_mel, mel_filter_bank, mel_to_hertz, tortoise_mel_norms
 
@@ -52,7 +52,7 @@ __all__ = ["ClvpFeatureExtractor", "BatchFeature", "CONFIG_NAME", "tortoise_mel_
 CONFIG_NAME = "preprocessor_config.json"
 _RETURN_TENSORS = ("pt", "np", None)
 # keys Hugging Face writes that are derived from the others (or name the class): read, then ignored
-_DERIVED_KEYS = ("feature_extractor_type", "processor_class", "n_samples", "nb_max_frames", "mel_filters")
+_DERIVED_KEYS = ("feature_extractor_type", "n_samples", "nb_max_frames", "mel_filters")
 
 
 class ClvpFeatureExtractor:
@@ -96,7 +96,16 @@ class ClvpFeatureExtractor:
         mel_norms: Sequence[float] | str | None = None,
         return_attention_mask: bool = False,
         padding_side: str = "right",
+        **kwargs,
     ):
+        # transformers keeps any other keyword as an attribute (saved back by to_dict), and
+        # processor_class apart; so do we. Derived keys are recomputed below.
+        processor_class = kwargs.pop("processor_class", None)
+        for key in _DERIVED_KEYS:
+            kwargs.pop(key, None)
+        for key in kwargs:
+            if key.startswith("_") or callable(getattr(type(self), key, None)):
+                raise TypeError(f"{key}= is not a feature extractor setting (it is a method or private name)")
         for name, value, low in (("feature_size", feature_size, 1), ("sampling_rate", sampling_rate, 1),
                                  ("hop_length", hop_length, 1), ("n_fft", n_fft, 2), ("chunk_length", chunk_length, 0)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -127,6 +136,10 @@ class ClvpFeatureExtractor:
             sampling_rate=self.sampling_rate,
         )
         self._device_cache: dict = {}
+        self._processor_class = processor_class
+        self._extra_keys = sorted(kwargs)
+        for key, value in kwargs.items():
+            setattr(self, key, value)
 
     # ------------------------------------------------------------------------------------------
     # serialisation (Hugging Face's preprocessor_config.json)
@@ -147,11 +160,18 @@ class ClvpFeatureExtractor:
             "nb_max_frames": self.nb_max_frames,
             "default_audio_length": self.default_audio_length,
             "mel_norms": copy.copy(self.mel_norms),
+            **{key: copy.deepcopy(getattr(self, key)) for key in self._extra_keys},
+            "_processor_class": self._processor_class,
             "feature_extractor_type": type(self).__name__,
         }
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """The JSON of ``to_dict``, with ``processor_class`` only when set (as transformers writes it)."""
+        config = self.to_dict()
+        processor_class = config.pop("_processor_class")
+        if processor_class is not None:
+            config["processor_class"] = processor_class
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         atomic_write_text(json_file_path, self.to_json_string())  # the old file or the new one, never half
@@ -171,14 +191,15 @@ class ClvpFeatureExtractor:
         kind = config.get("feature_extractor_type", cls.__name__)
         if kind != cls.__name__:
             raise ValueError(f"the config is for a {kind}, not a {cls.__name__}")
-        for key in _DERIVED_KEYS:
+        if "_processor_class" in config:  # to_dict's name for it
+            config["processor_class"] = config.pop("_processor_class")
+        for key in ("feature_extractor_type",) + _DERIVED_KEYS:
             config.pop(key, None)
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"} | {"processor_class"}
         unknown = sorted(set(config) - known)
-        if unknown:
-            warnings.warn(f"ignoring unknown {cls.__name__} config keys {unknown}", stacklevel=2)
-            for key in unknown:
-                config.pop(key)
+        if unknown:  # kept as attributes, as transformers does; a warning, as they may be typos
+            warnings.warn(f"unknown {cls.__name__} config keys {unknown}: kept as attributes, not used",
+                          stacklevel=2)
         return cls(**config)
 
     @classmethod
@@ -309,6 +330,23 @@ class ClvpFeatureExtractor:
         waveforms, mask = pad_clips(clips, sizes[0], pad_value, self.padding_side, device)  # (B, L), (B, L) on CPU
         features = self.log_mel(waveforms)  # (B, feature_size, 1 + L // hop_length) float32 on device
         return _batch_output(features, mask if want_mask else None, return_tensors, device)
+
+    def pad(self, processed_features, padding=True, max_length: int | None = None, truncation: bool = False,
+            pad_to_multiple_of: int | None = None, return_attention_mask: bool | None = None,
+            return_tensors: str | None = None) -> BatchFeature:
+        """Pad (and with ``truncation`` cut) already-extracted sequences to one length, as transformers'
+        ``SequenceFeatureExtractor.pad`` (what data collators call): ``processed_features`` is a dict
+        with "input_features" (a batch of lists, arrays or tensors, padded on their first axis with
+        ``self.padding_value`` on ``self.padding_side``) and other per-row fields, or a list of such
+        dicts. ``return_attention_mask=None`` uses ``self.return_attention_mask``; a given mask is kept
+        and padded. ``return_tensors``: "pt", "np", or None (tensors for tensor input, else NumPy).
+        clvp/audio_padding.py does the work."""
+        want_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        out = pad_features(processed_features, main_key=self.model_input_names[0], padding=padding,
+                           max_length=max_length, truncation=truncation, pad_to_multiple_of=pad_to_multiple_of,
+                           return_attention_mask=want_mask, return_tensors=return_tensors,
+                           padding_value=self.padding_value, side=self.padding_side)
+        return BatchFeature(out)
 
     def _features_one_by_one(self, clips, sizes, pad_value, device, return_tensors, want_mask) -> BatchFeature:
         """Clips not padded to one length (do_not_pad, or untruncated clips longer than max_length):

@@ -146,6 +146,8 @@ class ClvpProcessor:
         """Write the feature extractor's preprocessor_config.json and the tokenizer's files into one
         directory, each config marked ``"processor_class": "ClvpProcessor"`` as transformers does.
         Both parts in one all-or-nothing step (clvp/atomic.py)."""
+        # as transformers, the parts themselves are marked (a reloaded extractor then equals this one)
+        self.feature_extractor._processor_class = type(self).__name__
         with atomic_folder(save_directory) as folder:
             files = list(self.feature_extractor.save_pretrained(folder))
             files += list(self.tokenizer.save_pretrained(folder))

@@ -15,7 +15,8 @@ text (docs/model.md §5); the BPE runs in Rust (``tokenizers``) and the English 
 5. bos / eos tokens, truncation and padding, then lists, NumPy arrays or tensors.
 
 This class is the facade with transformers' API; the work is done by pure parts: steps 1, 3 and 4
-and decoding in clvp/bpe.py, step 2 in clvp/normalizer.py, padding and truncation in clvp/padding.py,
+and decoding in clvp/bpe.py, step 2 in clvp/normalizer.py, the encoding calls (``__call__``, text
+pairs, ``pad``, ...) in clvp/encoding.py over padding and truncation in clvp/padding.py,
 the files (vocab.json + merges.txt + the JSON settings, Tortoise's tokenizer.json) in
 clvp/tokenizer_files.py, and the output container in clvp/batch.py.
 
@@ -29,6 +30,7 @@ before every word. ``get_special_tokens_mask`` marks the eos token too, and "$,5
 from __future__ import annotations
 
 import codecs
+import inspect
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,11 +39,12 @@ import numpy as np
 
 from .atomic import atomic_folder
 from .batch import BatchEncoding
+from .encoding import EncodingMixin
 from .bpe import ByteLevelBPE, bytes_to_unicode, number_added_tokens, token_bytes
 from .normalizer import TEXT_NORMALIZATIONS, EnglishNormalizer
-from .padding import (VERY_LARGE_INTEGER, as_id_list, as_rows, check_int, pad_ids, padding_and_truncation,
-                      to_tensor, truncate_ids)
-from .tokenizer_files import (SPECIAL_ATTRIBUTES, VOCAB_FILES_NAMES, read_hf_layout, read_packaged_vocabulary,
+from .padding import VERY_LARGE_INTEGER, as_id_list, as_rows, check_int
+from .tokenizer_files import (ALL_SPECIAL_ATTRIBUTES, EXTRA_SPECIAL_ATTRIBUTES, SPECIAL_ATTRIBUTES,
+                              VOCAB_FILES_NAMES, read_hf_layout, read_packaged_vocabulary,
                               read_saved_settings, read_tortoise_file, special_token_content, vocabulary_files,
                               write_settings, write_vocabulary)
 from .tokenizer_files import (  # noqa: F401  (the file names stay importable from here, as before the split)
@@ -50,7 +53,7 @@ from .tokenizer_files import (  # noqa: F401  (the file names stay importable fr
 __all__ = ["ClvpTokenizer", "BatchEncoding", "bytes_to_unicode"]
 
 
-class ClvpTokenizer:
+class ClvpTokenizer(EncodingMixin):
     """CLVP's tokenizer (byte-level BPE), with transformers' ``ClvpTokenizer`` API.
 
     Args:
@@ -66,7 +69,11 @@ class ClvpTokenizer:
         text_normalization: "hf" (transformers' normalizer, the default) or "tortoise" (what the model
             was trained with). Saved in tokenizer_config.json.
         additional_special_tokens, added_tokens_decoder ({id: token}), model_max_length, padding_side,
-        truncation_side, clean_up_tokenization_spaces, split_special_tokens: as in transformers.
+        truncation_side, clean_up_tokenization_spaces, split_special_tokens, verbose, model_input_names:
+            as in transformers.
+        **kwargs: any other keyword transformers takes (do_lower_case, processor_class, ...) is kept in
+            ``init_kwargs`` and otherwise unused, as there; one naming a method (add_special_tokens) is a
+            TypeError, as there.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -95,7 +102,25 @@ class ClvpTokenizer:
         clean_up_tokenization_spaces: bool = False,
         split_special_tokens: bool = False,
         name_or_path: str = "",
+        verbose: bool = True,
+        model_input_names: Sequence[str] | None = None,
+        **kwargs,
     ):
+        extra_special = {a: special_token_content(kwargs.pop(a, None)) for a in EXTRA_SPECIAL_ATTRIBUTES}
+        # transformers 4.46.3 takes any other keyword (do_lower_case, processor_class, chat_template, ...)
+        # and only keeps it in init_kwargs; so do we. A keyword naming a method is refused, as there.
+        for key in kwargs:
+            if callable(getattr(type(self), key, None)):
+                raise TypeError(f"{key}= is not a constructor setting: it names the method {key} (transformers "
+                                f"refuses it too); pass {key}= to the method instead")
+        if "max_len" in kwargs and model_max_length == VERY_LARGE_INTEGER:  # transformers' old name
+            model_max_length = kwargs["max_len"]
+        if not isinstance(verbose, bool):
+            raise TypeError(f"verbose must be True or False, got {verbose!r}")
+        if model_input_names is not None and (not isinstance(model_input_names, (list, tuple)) or not all(
+                isinstance(n, str) for n in model_input_names) or "input_ids" not in model_input_names[:1]):
+            raise ValueError("model_input_names must be a list of str starting with 'input_ids' (e.g. ['input_ids', "
+                             f"'attention_mask']), got {model_input_names!r}")
         if (vocab_file is None) != (merges_file is None):
             raise ValueError("give both vocab_file and merges_file (Hugging Face's layout), or neither")
         if vocab_file is not None and tokenizer_file is not None:
@@ -131,17 +156,27 @@ class ClvpTokenizer:
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self.split_special_tokens = bool(split_special_tokens)
         self.name_or_path = str(name_or_path)
+        self.verbose = verbose
+        if model_input_names is not None:
+            self.model_input_names = list(model_input_names)
+        # every constructor argument, as transformers stores them (its tests read them back)
+        self.init_kwargs = {**{k: v for k, v in locals().items() if k in _INIT_PARAMETERS},
+                            **{k: v for k, v in extra_special.items() if v is not None}, **kwargs}
+        self.init_inputs = ()
         self.text_normalization = text_normalization  # validated by the setter
 
         self.bos_token = special_token_content(bos_token)
         self.eos_token = special_token_content(eos_token)
         self.unk_token = special_token_content(unk_token)
         self.pad_token = special_token_content(pad_token)
+        for name, token in extra_special.items():  # sep_token, cls_token, mask_token: None unless given
+            setattr(self, name, token)
         self.additional_special_tokens = [special_token_content(t) for t in (additional_special_tokens or [])]
 
         saved = [(int(k), special_token_content(v)) for k, v in (added_tokens_decoder or {}).items()]
         self.added_tokens_encoder: dict[str, int] = number_added_tokens(encoder, saved, self.all_special_tokens)
         self.added_tokens_decoder: dict[int, str] = {v: k for k, v in self.added_tokens_encoder.items()}
+        self._strip: dict[str, tuple[bool, bool]] = {}
         self._bpe = ByteLevelBPE(encoder, merges, self.added_tokens_encoder, self.unk_token)
 
     @property
@@ -180,7 +215,7 @@ class ClvpTokenizer:
     @property
     def all_special_tokens(self) -> list[str]:
         seen = []
-        for tok in [getattr(self, a) for a in SPECIAL_ATTRIBUTES] + list(self.additional_special_tokens):
+        for tok in [getattr(self, a) for a in ALL_SPECIAL_ATTRIBUTES] + list(self.additional_special_tokens):
             if tok is not None and tok not in seen:
                 seen.append(tok)
         return seen
@@ -191,7 +226,7 @@ class ClvpTokenizer:
 
     @property
     def special_tokens_map(self) -> dict:
-        out = {a: getattr(self, a) for a in SPECIAL_ATTRIBUTES if getattr(self, a) is not None}
+        out = {a: getattr(self, a) for a in ALL_SPECIAL_ATTRIBUTES if getattr(self, a) is not None}
         if self.additional_special_tokens:
             out["additional_special_tokens"] = list(self.additional_special_tokens)
         return out
@@ -199,10 +234,102 @@ class ClvpTokenizer:
     def _token_id(self, token):
         return None if token is None else self.convert_tokens_to_ids(token)
 
-    bos_token_id = property(lambda self: self._token_id(self.bos_token))
-    eos_token_id = property(lambda self: self._token_id(self.eos_token))
-    unk_token_id = property(lambda self: self._token_id(self.unk_token))
-    pad_token_id = property(lambda self: self._token_id(self.pad_token))
+    def _token_id_property(name: str):  # noqa: N805  (builds the class's *_token_id properties)
+        def get(self):
+            return self._token_id(getattr(self, name))
+
+        def set_(self, value):  # transformers: setting an id sets the token it names
+            setattr(self, name, None if value is None else self.convert_ids_to_tokens(value))
+
+        return property(get, set_, doc=f"The id of ``{name}`` (None when it is unset).")
+
+    bos_token_id = _token_id_property("bos_token")
+    eos_token_id = _token_id_property("eos_token")
+    unk_token_id = _token_id_property("unk_token")
+    sep_token_id = _token_id_property("sep_token")
+    pad_token_id = _token_id_property("pad_token")
+    cls_token_id = _token_id_property("cls_token")
+    mask_token_id = _token_id_property("mask_token")
+    del _token_id_property
+
+    is_fast = False  # transformers' flag: a Python ("slow") tokenizer
+    pad_token_type_id = 0  # what token_type_ids are padded with
+
+    @property
+    def additional_special_tokens_ids(self) -> list[int]:
+        return [self.convert_tokens_to_ids(t) for t in self.additional_special_tokens]
+
+    @additional_special_tokens_ids.setter
+    def additional_special_tokens_ids(self, ids) -> None:
+        self.additional_special_tokens = [self.convert_ids_to_tokens(i) for i in ids]
+
+    # ------------------------------------------------------------------------------ adding tokens
+    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        """Add tokens (a str, or a list of str / AddedToken-like objects with ``.content``), as
+        transformers does: each is kept whole when encoding, gets the next free id (or its id in the
+        vocabulary), and with ``special_tokens=True`` joins ``additional_special_tokens``. -> how many
+        new ids were made."""
+        if isinstance(new_tokens, str) or hasattr(new_tokens, "content"):
+            new_tokens = [new_tokens]
+        if not isinstance(new_tokens, (list, tuple)):
+            raise TypeError(f"new_tokens must be a str or a list of str, got {type(new_tokens).__name__}")
+        contents = [special_token_content(t) for t in new_tokens]
+        self._remember_strip(new_tokens)
+        if special_tokens:
+            self.additional_special_tokens += [t for t in dict.fromkeys(contents)
+                                               if t and t not in self.additional_special_tokens]
+        return self._register(contents)
+
+    def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
+        """Set special tokens ({"pad_token": "<pad>", "cls_token": ..., "additional_special_tokens": [...]})
+        and add those new to the vocabulary, as transformers does (``replace_additional_special_tokens``:
+        the given list replaces the current one instead of extending it). -> how many new ids were made."""
+        if not isinstance(special_tokens_dict, dict):
+            raise TypeError(f"special_tokens_dict must be a dict, got {type(special_tokens_dict).__name__}")
+        allowed = ALL_SPECIAL_ATTRIBUTES + ("additional_special_tokens",)
+        unknown = sorted(set(special_tokens_dict) - set(allowed))
+        if unknown:
+            raise ValueError(f"special_tokens_dict keys {unknown} are not special-token attributes; allowed are "
+                             f"{list(allowed)}")
+        contents = []
+        for key, value in special_tokens_dict.items():
+            if key == "additional_special_tokens":
+                if not isinstance(value, (list, tuple)):
+                    raise TypeError(f"additional_special_tokens must be a list of str, got {type(value).__name__}")
+                tokens = [special_token_content(t) for t in value]
+                kept = [] if replace_additional_special_tokens else list(self.additional_special_tokens)
+                self.additional_special_tokens = kept + [t for t in dict.fromkeys(tokens) if t not in kept]
+                contents += tokens
+            else:
+                token = special_token_content(value)
+                if token is None:
+                    raise TypeError(f"{key} must be a str, got None")
+                self._remember_strip([value])
+                setattr(self, key, token)
+                contents.append(token)
+        return self._register(contents)
+
+    def _remember_strip(self, tokens) -> None:
+        """The lstrip / rstrip of AddedToken-like objects (or saved dicts): whitespace they drop."""
+        for t in tokens:
+            flags = (t.get("lstrip", False), t.get("rstrip", False)) if isinstance(t, dict) else (
+                getattr(t, "lstrip", False), getattr(t, "rstrip", False))
+            if not isinstance(t, str) and any(flags):
+                self._strip[special_token_content(t)] = (bool(flags[0]), bool(flags[1]))
+
+    def _register(self, contents: list) -> int:
+        """Give each token not added yet its vocabulary id or the next free one; rebuild the BPE."""
+        made = 0
+        for token in contents:
+            if not token or token in self.added_tokens_encoder:
+                continue
+            idx = self.encoder.get(token)
+            if idx is None:
+                idx, made = len(self), made + 1
+            self.added_tokens_encoder[token] = idx
+            self.added_tokens_decoder[idx] = token
+        self._bpe = ByteLevelBPE(self.encoder, self.bpe_merges, self.added_tokens_encoder, self.unk_token, self._strip)
+        return made
 
     def convert_tokens_to_ids(self, tokens):
         """Token(s) -> id(s); a token outside the vocabulary -> the unk id."""
@@ -268,82 +395,13 @@ class ClvpTokenizer:
             one += [1] * self.add_bos_token + [0] * len(token_ids_1) + [1] * self.add_eos_token
         return one
 
-    def __call__(
-        self,
-        text=None,
-        add_special_tokens: bool = True,
-        padding=False,
-        truncation=None,
-        max_length: int | None = None,
-        is_split_into_words: bool = False,
-        pad_to_multiple_of: int | None = None,
-        padding_side: str | None = None,
-        return_tensors: str | None = None,
-        return_token_type_ids: bool | None = None,
-        return_attention_mask: bool | None = None,
-        return_special_tokens_mask: bool = False,
-        return_length: bool = False,
-        add_prefix_space: bool | None = None,
-        verbose: bool = True,
-    ) -> BatchEncoding:
-        """Text(s) -> ``BatchEncoding`` with ``input_ids`` and ``attention_mask``.
-
-        ``text``: a str or a list of str (with ``is_split_into_words=True``: a list of words, or a list
-        of such lists). ``padding``: False / "do_not_pad", True / "longest", "max_length" (to
-        ``max_length``). ``truncation``: True / "longest_first" / "only_first" cut to ``max_length``
-        (the special tokens kept); if ``max_length`` is given without padding or truncation it
-        truncates, as in transformers. ``return_tensors``: None (lists), "pt" or "np" (int64, shape
-        (batch, length); a single str gives batch 1). ``verbose`` is accepted and unused (nothing warns).
-        """
-        if text is None:
-            raise ValueError("text is required: a str or a list of str")
-        batched = _is_batched(text, is_split_into_words)
-        texts = text if batched else [text]
-        strategy, do_truncate, max_length = padding_and_truncation(padding, truncation, max_length,
-                                                                   pad_to_multiple_of, self.model_max_length)
-        if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
-        if padding_side not in (None, "left", "right"):
-            raise ValueError(f"padding_side must be None, 'left' or 'right', got {padding_side!r}")
+    def _ids_of(self, texts, is_split_into_words: bool, add_prefix_space: bool | None) -> list[list[int]]:
+        """Ids of each text (a str, or with ``is_split_into_words`` a list of words), no special tokens
+        added, in one batch. Words of pre-split texts are encoded alone, each with a space in front (as
+        transformers does)."""
         prefix = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
-
-        all_ids = self._encode(texts, is_split_into_words, prefix)  # one id list per text
-        n_special = self.num_special_tokens_to_add() if add_special_tokens else 0
-        if do_truncate and max_length is not None:  # room is kept for the bos / eos tokens
-            all_ids = truncate_ids(all_ids, max(max_length - n_special, 0), self.truncation_side)
-        special_masks = None
-        if add_special_tokens and n_special:
-            if return_special_tokens_mask:
-                special_masks = [self.get_special_tokens_mask(ids) for ids in all_ids]
-            all_ids = [self.build_inputs_with_special_tokens(ids) for ids in all_ids]
-        elif return_special_tokens_mask:
-            special_masks = [self.get_special_tokens_mask(ids, already_has_special_tokens=True) for ids in all_ids]
-        extra = {}  # other per-token rows, padded like the ids
-        if return_token_type_ids:
-            extra["token_type_ids"] = [[0] * len(ids) for ids in all_ids]
-        if special_masks is not None:
-            extra["special_tokens_mask"] = special_masks
-
-        want_mask = return_attention_mask
-        if want_mask is None:
-            want_mask = "attention_mask" in self.model_input_names
-        enc = BatchEncoding(pad_ids(all_ids, strategy, max_length, pad_to_multiple_of,
-                                    padding_side or self.padding_side, self.pad_token_id, want_mask,
-                                    return_tensors, extra))
-        if return_length:
-            enc["length"] = [len(ids) for ids in all_ids]
-            if return_tensors is not None:
-                enc["length"] = to_tensor(np.asarray(enc["length"], dtype=np.int64), return_tensors)  # (batch,)
-        if not batched and return_tensors is None:  # one text in, one row out
-            for key in list(enc):
-                enc[key] = enc[key][0]
-        return enc
-
-    def _encode(self, texts, is_split_into_words: bool, add_prefix_space: bool) -> list[list[int]]:
-        """Ids of each text, no special tokens added. Words of pre-split texts are encoded alone, each
-        with a space in front (as transformers does), in one batch for all texts."""
         if not is_split_into_words:
-            return self._bpe.encode_batch(texts, self._normalizer, add_prefix_space, self.split_special_tokens)
+            return self._bpe.encode_batch(texts, self._normalizer, prefix, self.split_special_tokens)
         words = [w for t in texts for w in t]
         flat = self._bpe.encode_batch(words, self._normalizer, True, self.split_special_tokens)
         all_ids, k = [], 0
@@ -351,36 +409,6 @@ class ClvpTokenizer:
             all_ids.append([i for ids in flat[k : k + len(t)] for i in ids])
             k += len(t)
         return all_ids
-
-    def encode(self, text, add_special_tokens: bool = True, **kwargs):
-        """One text -> its ids (a list, or a (1, n) tensor with ``return_tensors``)."""
-        if not isinstance(text, str) and not kwargs.get("is_split_into_words"):
-            raise TypeError(f"encode takes one text (a str), got {type(text).__name__}; use __call__ for a batch")
-        return self(text, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
-
-    def encode_plus(self, text, **kwargs) -> BatchEncoding:
-        if not isinstance(text, str) and not kwargs.get("is_split_into_words"):
-            raise TypeError(f"encode_plus takes one text (a str), got {type(text).__name__}")
-        return self(text, **kwargs)
-
-    def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs) -> BatchEncoding:
-        if not isinstance(batch_text_or_text_pairs, (list, tuple)):
-            raise TypeError("batch_encode_plus takes a list of texts")
-        return self(list(batch_text_or_text_pairs), **kwargs)
-
-    def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
-            return_attention_mask=None, return_tensors=None) -> BatchEncoding:
-        """Pad already-encoded ids: a dict with "input_ids" (a list of lists), or a list of such dicts."""
-        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
-            encoded_inputs = {"input_ids": [e["input_ids"] for e in encoded_inputs]}
-        if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
-            raise TypeError("pad takes a dict with 'input_ids' or a list of such dicts")
-        ids = [as_id_list(row) for row in as_rows(encoded_inputs["input_ids"])]
-        strategy, _, max_length = padding_and_truncation(padding, False, max_length, pad_to_multiple_of,
-                                                         self.model_max_length)
-        want_mask = True if return_attention_mask is None else return_attention_mask
-        return BatchEncoding(pad_ids(ids, strategy, max_length, pad_to_multiple_of, padding_side or self.padding_side,
-                                     self.pad_token_id, want_mask, return_tensors, {}))
 
     # ---------------------------------------------------------------------------------- decoding
     def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
@@ -434,7 +462,8 @@ class ClvpTokenizer:
             "model_max_length", "padding_side", "split_special_tokens", "text_normalization", "truncation_side")}
         with atomic_folder(save_directory, drop=[ADDED_TOKENS_FILE]) as folder:
             paths = write_settings(folder, settings=settings,
-                                   special_tokens={a: getattr(self, a) for a in SPECIAL_ATTRIBUTES},
+                                   special_tokens={a: getattr(self, a) for a in ALL_SPECIAL_ATTRIBUTES
+                                                   if a in SPECIAL_ATTRIBUTES or getattr(self, a) is not None},
                                    additional_special_tokens=self.additional_special_tokens,
                                    added_tokens_encoder=self.added_tokens_encoder, vocab_size=self.vocab_size)
             paths += self.save_vocabulary(folder)
@@ -468,19 +497,6 @@ class ClvpTokenizer:
                 f"special_tokens={self.special_tokens_map})")
 
 
-def _is_batched(text, is_split_into_words: bool) -> bool:
-    """Is ``text`` a batch? Raises a TypeError for a layout ``__call__`` does not take."""
-    if is_split_into_words:
-        if isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
-            return False
-        if isinstance(text, (list, tuple)) and all(
-                isinstance(t, (list, tuple)) and all(isinstance(w, str) for w in t) for t in text):
-            return True
-        raise TypeError("with is_split_into_words=True, text must be a list of words (str) or a list of such lists")
-    if isinstance(text, str):
-        return False
-    if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
-        return True
-    raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}"
-                    + (" containing " + ", ".join(sorted({type(t).__name__ for t in text if not isinstance(t, str)}))
-                       if isinstance(text, (list, tuple)) else ""))
+# the constructor's named parameters, kept in init_kwargs
+_INIT_PARAMETERS = [name for name in inspect.signature(ClvpTokenizer.__init__).parameters
+                    if name not in ("self", "kwargs")]

@@ -11,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["VOCAB_FILES_NAMES", "TOKENIZER_CONFIG_FILE", "SPECIAL_TOKENS_MAP_FILE", "ADDED_TOKENS_FILE",
-           "TORTOISE_TOKENIZER_FILE", "SPECIAL_ATTRIBUTES", "special_token_content", "parse_hf_layout",
+           "TORTOISE_TOKENIZER_FILE", "SPECIAL_ATTRIBUTES", "EXTRA_SPECIAL_ATTRIBUTES",
+           "ALL_SPECIAL_ATTRIBUTES", "special_token_content", "parse_hf_layout",
            "read_hf_layout", "read_tortoise_file", "read_packaged_vocabulary", "read_saved_settings",
            "vocabulary_files", "write_vocabulary", "write_settings"]
 
@@ -20,12 +21,16 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 ADDED_TOKENS_FILE = "added_tokens.json"
 TORTOISE_TOKENIZER_FILE = "tokenizer.json"
-SPECIAL_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "pad_token")
+SPECIAL_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "pad_token")  # CLVP's, always saved
+# transformers' other special-token attributes (None unless set, e.g. by add_special_tokens), and the
+# order of all of them in ``all_special_tokens``
+EXTRA_SPECIAL_ATTRIBUTES = ("sep_token", "cls_token", "mask_token")
+ALL_SPECIAL_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # The settings read back from a tokenizer_config.json; its other keys (tokenizer_class, auto_map, ...)
 # carry no setting of ours.
 INIT_KEYS = {"errors", "unk_token", "bos_token", "eos_token", "pad_token", "add_prefix_space", "add_bos_token",
              "add_eos_token", "text_normalization", "additional_special_tokens", "model_max_length", "padding_side",
-             "truncation_side", "clean_up_tokenization_spaces", "split_special_tokens"}
+             "truncation_side", "clean_up_tokenization_spaces", "split_special_tokens", *EXTRA_SPECIAL_ATTRIBUTES}
 
 
 def special_token_content(token) -> str | None:
@@ -122,7 +127,7 @@ def read_saved_settings(folder: Path) -> dict:
         for key, value in json.loads(special_file.read_text(encoding="utf-8")).items():
             if key == "additional_special_tokens":
                 init[key] = [special_token_content(v) for v in value]
-            elif key in SPECIAL_ATTRIBUTES:
+            elif key in ALL_SPECIAL_ATTRIBUTES:
                 init[key] = special_token_content(value)
     added_file = folder / ADDED_TOKENS_FILE
     if added_file.is_file():

@@ -15,6 +15,7 @@ import pickle
 import subprocess
 import sys
 import warnings
+from collections import UserDict
 
 import numpy as np
 import pytest
@@ -206,7 +207,7 @@ def test_loading_rejects_what_it_cannot_use(tmp_path):
         ClvpFeatureExtractor.from_dict({"feature_extractor_type": "WhisperFeatureExtractor"})
     with pytest.warns(UserWarning, match="unknown"):
         fe = ClvpFeatureExtractor.from_dict({"feature_size": 80, "some_new_key": 1})
-    assert fe.feature_size == 80
+    assert fe.feature_size == 80 and fe.some_new_key == 1  # kept, as transformers keeps it
     with pytest.raises(ValueError, match="mel_norms has 3 values"):
         ClvpFeatureExtractor(mel_norms=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="'tortoise'"):
@@ -419,3 +420,155 @@ def test_live_oracle(tmp_path):
     out = fe(clips, sampling_rate=22050, return_tensors="np", padding="longest", max_length=150000)
     assert np.array_equal(out["attention_mask"], z["mask"])
     assert_close_verbose(out["input_features"], z["feats"], atol=GOLDEN_BOUND, what="live oracle")
+
+
+# ------------------------------------------------------- pad() (what data collators call), live oracle
+# The same code runs pad() on transformers 4.46.3's extractor (in a subprocess) and on ours, over every
+# padding strategy, truncation, pad_to_multiple_of, both padding sides, feature_size 1 (1-D rows) and
+# 80 ((frames, 80) rows), list / NumPy / tensor / list-of-dicts inputs and a given attention mask.
+_PAD_CASES = """
+import itertools
+import numpy as np
+import torch
+
+def make_inputs(kind, fs):
+    rng = np.random.RandomState(0)
+    rows = [rng.randn(*((n,) if fs == 1 else (n, fs))) for n in (5, 3, 6)]
+    rows[1] = rows[1].astype(np.float32)
+    if kind == "list":
+        return {"input_features": [r.tolist() for r in rows]}
+    if kind == "pt":
+        return {"input_features": [torch.tensor(r) for r in rows]}
+    if kind == "dicts":
+        return [{"input_features": r} for r in rows]
+    if kind == "mask":
+        return {"input_features": rows, "attention_mask": [[1, 1, 1, 0, 0], [1, 0, 1], [1] * 6]}
+    return {"input_features": rows}
+
+def plain(x):
+    if isinstance(x, torch.Tensor):
+        return ("pt", str(x.dtype), x.numpy())
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return ("object", [np.asarray(v) for v in x])
+    if isinstance(x, np.ndarray):
+        return ("np", str(x.dtype), x)
+    return ("other", repr(x))
+
+SETTINGS = [(True, None, False, None), ("longest", None, False, 4), ("max_length", 7, False, None),
+            ("max_length", 4, True, None), ("max_length", 4, False, None), (False, None, False, None),
+            ("do_not_pad", 4, True, None), ("max_length", 5, True, 3), (True, 4, True, None)]
+
+def cases():
+    for fs, side, kind in itertools.product((1, 80), ("right", "left"), ("np", "list", "pt", "dicts", "mask")):
+        for (padding, max_length, truncation, multiple), (mask, tensors) in itertools.product(
+                SETTINGS, [(None, None), (True, "np"), (False, "pt")]):
+            yield dict(fs=fs, side=side, kind=kind, padding=padding, max_length=max_length, truncation=truncation,
+                       pad_to_multiple_of=multiple, return_attention_mask=mask, return_tensors=tensors)
+
+def run(make):
+    out = []
+    for c in cases():
+        fe = make(feature_size=c["fs"], padding_side=c["side"])
+        kwargs = {k: v for k, v in c.items() if k not in ("fs", "side", "kind")}
+        try:
+            result = fe.pad(make_inputs(c["kind"], c["fs"]), **kwargs)
+            out.append({k: plain(v) for k, v in result.items()})
+        except Exception as e:  # the class is what is compared
+            out.append(("error", type(e).__name__))
+    return out
+"""
+_PAD_ORACLE = _PAD_CASES + """
+import pickle, sys
+from transformers import ClvpFeatureExtractor
+with open(sys.argv[1], "wb") as f:
+    pickle.dump(run(ClvpFeatureExtractor), f)
+"""
+
+
+def _same_output(ours, theirs) -> bool:
+    if isinstance(ours, tuple) or isinstance(theirs, tuple):
+        return ours == theirs
+    if set(ours) != set(theirs):
+        return False
+    for key in ours:
+        a, b = ours[key], theirs[key]
+        if a[0] != b[0]:
+            return False
+        if a[0] == "object":
+            if len(a[1]) != len(b[1]):
+                return False
+            if not all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a[1], b[1])):
+                return False
+        elif a[1] != b[1] or not np.array_equal(a[2], b[2]):
+            return False
+    return True
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(not ORACLE_DIR.is_dir(), reason="transformers 4.46.3 is not installed in .oracle/")
+def test_pad_matches_live_oracle(tmp_path):
+    path = tmp_path / "pad.pkl"
+    proc = subprocess.run([sys.executable, "-c", _PAD_ORACLE, str(path)], cwd=ROOT, timeout=300, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ORACLE_DIR)})
+    assert proc.returncode == 0, f"the oracle subprocess failed:\n{proc.stderr[-3000:]}"
+    theirs = pickle.loads(path.read_bytes())
+    space: dict = {}
+    exec(_PAD_CASES, space)
+    ours = space["run"](ClvpFeatureExtractor)
+    assert len(ours) == len(theirs) == 540
+    # most cases compare arrays, not failures (the 96 that fail ask for one tensor of unpadded rows)
+    assert sum(isinstance(t, tuple) for t in theirs) < 100
+    wrong = [(c, o, t) for c, o, t in zip(space["cases"](), ours, theirs) if not _same_output(o, t)]
+    assert not wrong, f"{len(wrong)} of {len(ours)} differ; first: {wrong[0]}"
+
+
+def test_pad_pinned_from_the_oracle():
+    # printed by transformers 4.46.3's ClvpFeatureExtractor(feature_size=1).pad
+    fe = ClvpFeatureExtractor(feature_size=1)
+    out = fe.pad({"input_features": [[0.5, 0.25, 1.0], [2.0]], "attention_mask": [[1, 0, 1], [1]]},
+                 padding="max_length", max_length=4, return_attention_mask=True)
+    assert out["input_features"].dtype == np.float32
+    assert out["input_features"].tolist() == [[0.5, 0.25, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]]
+    assert out["attention_mask"].tolist() == [[1, 0, 1, 0], [1, 0, 0, 0]]
+    left = ClvpFeatureExtractor(feature_size=1, padding_side="left", return_attention_mask=True)
+    out = left.pad([{"input_features": torch.tensor([1.0, 2.0, 3.0])}, {"input_features": torch.tensor([4.0])}])
+    assert isinstance(out["input_features"], torch.Tensor) and out["attention_mask"].dtype == torch.int32
+    assert out["input_features"].tolist() == [[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+_CONFIG_ORACLE = """
+import json, sys
+from transformers import ClvpFeatureExtractor
+out = {}
+for name, kwargs in json.loads(sys.stdin.read()).items():
+    fe = ClvpFeatureExtractor(**kwargs)
+    out[name] = {"dict": fe.to_dict(), "json": fe.to_json_string(),
+                 "reloaded": ClvpFeatureExtractor.from_dict(fe.to_dict()).to_dict()}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(not ORACLE_DIR.is_dir(), reason="transformers 4.46.3 is not installed in .oracle/")
+def test_config_with_extra_keys_matches_live_oracle():
+    # transformers keeps unknown constructor keywords as attributes and processor_class apart
+    configs = {"default": {}, "extra": {"foo": 1, "do_normalize": True},
+               "processor": {"processor_class": "ClvpProcessor", "padding_side": "left", "mel_norms": [2.0] * 80}}
+    proc = subprocess.run([sys.executable, "-c", _CONFIG_ORACLE], input=json.dumps(configs), capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ORACLE_DIR)}, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout)
+    for name, kwargs in configs.items():
+        fe = ClvpFeatureExtractor(**kwargs)
+        assert fe.to_dict() == theirs[name]["dict"], name
+        assert fe.to_json_string() == theirs[name]["json"], name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the extra keys are reported
+            assert ClvpFeatureExtractor.from_dict(fe.to_dict()).to_dict() == theirs[name]["reloaded"], name
+
+
+def test_pad_takes_any_mapping():
+    fe = ClvpFeatureExtractor(feature_size=1)
+    out = fe.pad([UserDict({"input_features": np.ones(3)}), UserDict({"input_features": np.ones(1)})])
+    assert out["input_features"].tolist() == [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]

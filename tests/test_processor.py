@@ -5,6 +5,9 @@ oracle's processor with its default feature extractor and the real vocabulary on
 clips), plus the parts' own outputs for the routing and the attention-mask rule.
 """
 import json
+import os
+import pickle
+import subprocess
 import sys
 import warnings
 
@@ -15,7 +18,7 @@ import torch
 from clvp.feature_extraction import ClvpFeatureExtractor
 from clvp.processing import ClvpProcessor
 from clvp.tokenization import ClvpTokenizer
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ORACLE_DIR, ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "golden"))
 from make_tokenizer import processor_clips  # noqa: E402  (the clips are made in one place)
@@ -137,3 +140,71 @@ def test_bad_input(call, error, match):
         warnings.simplefilter("ignore")
         with pytest.raises(error, match=match):
             call()
+
+
+# ------------------------------------------------------- transformers' keywords, against the live oracle
+_LIVE_CALLS = [
+    {"text": "hello there", "text_pair": "a pair"},
+    {"text": ["hello there", "x"], "text_pair": ["a pair", "it's 5 o'clock"], "padding": True, "return_tensors": "np"},
+    {"text": ["The quick brown fox.", "a b"], "truncation": True, "max_length": 5, "return_overflowing_tokens": True,
+     "stride": 1},
+    {"text": "hello there", "text_pair": "a pair", "truncation": "only_second", "max_length": 12,
+     "return_token_type_ids": True, "return_special_tokens_mask": True, "return_length": True},
+    {"text": ["a", "bc d"], "pad_to_max_length": True},
+    {"text": ["hello", "there you"], "raw_speech": "ab", "sampling_rate": 22050, "return_tensors": "np"},
+    {"text": "hello", "text_pair": "there", "raw_speech": "a", "sampling_rate": 22050, "return_tensors": "pt"},
+    {"raw_speech": "ab", "sampling_rate": 22050, "return_tensors": "np", "padding": "longest"},
+]
+_LIVE_SCRIPT = """
+import json, pickle, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from make_tokenizer import processor_clips
+from transformers import ClvpFeatureExtractor, ClvpProcessor, ClvpTokenizer
+from transformers.utils import logging
+logging.set_verbosity_error()
+d = sys.argv[1]
+proc = ClvpProcessor(ClvpFeatureExtractor(), ClvpTokenizer(d + "/vocab.json", d + "/merges.txt"))
+clips = processor_clips()
+out = []
+for call in json.loads(sys.stdin.read()):
+    if "raw_speech" in call:
+        picked = [clips["ab".index(c)] for c in call["raw_speech"]]
+        call["raw_speech"] = picked[0] if len(picked) == 1 else picked
+    result = proc(**call)
+    out.append({k: [x.tolist() for x in v] if isinstance(v, list) and v and isinstance(v[0], np.ndarray)
+                else v.tolist() if hasattr(v, "tolist") else v for k, v in result.items()})
+sys.stdout.buffer.write(pickle.dumps(out))
+"""
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(not ORACLE_DIR.exists(), reason="transformers 4.46.3 is not installed in .oracle")
+def test_text_pairs_and_tokenizer_keywords_match_live_oracle():
+    result = subprocess.run([sys.executable, "-c", _LIVE_SCRIPT, str(ROOT / "tests" / "data" / "hf_layout"),
+                             str(ROOT / "tests" / "golden")], input=json.dumps(_LIVE_CALLS).encode(),
+                            capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ORACLE_DIR)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    theirs = pickle.loads(result.stdout)
+    for call, expected in zip(_LIVE_CALLS, theirs):
+        out = _call(PROC, call)
+        assert sorted(out.keys()) == sorted(expected), call
+        for key, value in expected.items():
+            got = out[key]
+            if key == "input_features":
+                np.testing.assert_allclose(np.asarray(got), np.asarray(value), atol=FEATURE_ATOL, rtol=0)
+            else:
+                assert (got.tolist() if hasattr(got, "tolist") else got) == value, (call, key)
+            assert type(got).__name__ == {"pt": "Tensor", "np": "ndarray"}.get(call.get("return_tensors"),
+                                                                                type(got).__name__)
+
+
+def test_saving_marks_the_parts_as_transformers_does(tmp_path):
+    # transformers' save_pretrained marks the extractor itself, so a reloaded one equals it
+    proc = ClvpProcessor(ClvpFeatureExtractor(), ClvpTokenizer())
+    proc.save_pretrained(tmp_path)
+    back = ClvpProcessor.from_pretrained(tmp_path)
+    assert back.feature_extractor.to_json_string() == proc.feature_extractor.to_json_string()
+    assert json.loads(proc.feature_extractor.to_json_string())["processor_class"] == "ClvpProcessor"
+    assert back.tokenizer.get_vocab() == proc.tokenizer.get_vocab()
