@@ -2,13 +2,20 @@
 
 Defaults are those of transformers' ``ClvpEncoderConfig`` / ``ClvpDecoderConfig`` / ``ClvpConfig``
 (= the Tortoise checkpoint), except where a comment says otherwise. A config.json written by
-transformers loads here and one written here loads in transformers: keys this project does not use
-(``id2label``, generation defaults, ...) are kept in ``extra`` and written back unchanged.
+transformers loads here and one written here loads in transformers.
+
+Like transformers' ``PretrainedConfig``, every config also has the common attributes
+(``output_hidden_states``, ``output_attentions``, ``return_dict``, ``torchscript``, ``torch_dtype``,
+``id2label`` / ``num_labels``, ``pruned_heads``, the generation defaults, ...; ``COMMON_DEFAULTS``)
+and accepts any other keyword, stored as an attribute and written back to config.json. These live
+in ``extra``. Unlike transformers, the fields CLVP uses are validated at construction (a wrong type
+or range is a TypeError / ValueError naming the field), see docs/parity.md.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -16,25 +23,175 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from .atomic import atomic_folder, atomic_write_text
 
 CONFIG_NAME = "config.json"
 
 
+# transformers 4.46.3's PretrainedConfig attributes and their defaults (the oracle's ``to_dict()`` of a
+# default config); ``id2label`` / ``label2id`` follow ``num_labels`` (2 by default).
+COMMON_DEFAULTS: dict[str, Any] = {
+    "return_dict": True, "output_hidden_states": False, "output_attentions": False, "torchscript": False,
+    "torch_dtype": None, "use_bfloat16": False, "tf_legacy_loss": False, "pruned_heads": {},
+    "tie_word_embeddings": True, "chunk_size_feed_forward": 0, "is_encoder_decoder": False, "is_decoder": False,
+    "cross_attention_hidden_size": None, "add_cross_attention": False, "tie_encoder_decoder": False,
+    "max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
+    "num_beam_groups": 1, "diversity_penalty": 0.0, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+    "typical_p": 1.0, "repetition_penalty": 1.0, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "num_return_sequences": 1, "output_scores": False,
+    "return_dict_in_generate": False, "forced_bos_token_id": None, "forced_eos_token_id": None,
+    "remove_invalid_values": False, "exponential_decay_length_penalty": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "architectures": None, "finetuning_task": None,
+    "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}, "tokenizer_class": None,
+    "prefix": None, "bos_token_id": None, "pad_token_id": None, "eos_token_id": None, "sep_token_id": None,
+    "decoder_start_token_id": None, "task_specific_params": None, "problem_type": None, "_name_or_path": "",
+    "transformers_version": None,
+}
+_COMMON_BOOLS = ("return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
+                 "tie_word_embeddings", "is_encoder_decoder", "is_decoder", "add_cross_attention")
+_PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "float64": torch.float64}
+
+
+def _normalise_common(cls_name: str, values: dict) -> dict:
+    """transformers' conversions of the common attributes (``num_labels`` -> ``id2label``, JSON's string
+    keys -> ints, ``torch_dtype`` names -> torch dtypes), and type checks of the switches forwards read."""
+    values = dict(values)
+    values.pop("model_type", None)
+    num_labels = values.pop("num_labels", None)
+    if num_labels is not None:
+        _check_int(cls_name, "num_labels", num_labels, 0)
+        if "id2label" not in values or len(values["id2label"] or {}) != num_labels:
+            values["id2label"] = {i: f"LABEL_{i}" for i in range(num_labels)}
+    if values.get("id2label") is not None:
+        if not isinstance(values["id2label"], dict):
+            raise TypeError(f"{cls_name}.id2label must be a dict of label ids to names, got {_kind(values['id2label'])}")
+        values["id2label"] = {int(k): v for k, v in values["id2label"].items()}
+        if values.get("label2id") is None:
+            values["label2id"] = {v: k for k, v in values["id2label"].items()}
+    if isinstance(values.get("pruned_heads"), dict):
+        values["pruned_heads"] = {int(k): v for k, v in values["pruned_heads"].items()}
+    dtype = values.get("torch_dtype")
+    if isinstance(dtype, str):
+        if dtype not in _TORCH_DTYPES:
+            raise ValueError(f"{cls_name}.torch_dtype={dtype!r} is not supported; allowed: {', '.join(_TORCH_DTYPES)}")
+        values["torch_dtype"] = _TORCH_DTYPES[dtype]
+    elif dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{cls_name}.torch_dtype must be a torch dtype, one of its names or None, got {dtype!r}")
+    for name in _COMMON_BOOLS:
+        if name in values:
+            _check_bool(cls_name, name, values[name])
+    if values.get("problem_type") is not None and values["problem_type"] not in _PROBLEM_TYPES:
+        raise ValueError(f"{cls_name}.problem_type={values['problem_type']!r} is not supported; allowed: "
+                         f"{', '.join(_PROBLEM_TYPES)} or None")
+    return values
+
+
+def _accepts_any_keyword(cls):
+    """Let the dataclass ``__init__`` take any keyword, as transformers' configs do: the fields are
+    validated by ``__post_init__``; every other keyword is stored in ``extra`` (an attribute)."""
+    init = cls.__init__
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self, *args, extra=None, **kwargs):
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(f"{cls.__name__}.extra must be a dict, got {_kind(extra)}")
+        others = {k: kwargs.pop(k) for k in list(kwargs) if k not in names}
+        common = _normalise_common(cls.__name__, {**copy.deepcopy(extra or {}), **others})
+        init(self, *args, extra=common, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
 class _Config:
-    """JSON round-trip shared by the three configs (dataclasses underneath)."""
+    """JSON round-trip and transformers' ``PretrainedConfig`` surface shared by the three configs
+    (dataclasses underneath; the common and unknown attributes live in ``extra``)."""
 
     model_type: ClassVar[str] = ""
+    is_composition: ClassVar[bool] = False
 
     @classmethod
     def _field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
 
+    def __getattr__(self, name):  # only called when the normal lookup fails: common and unknown attributes
+        if name.startswith("__") or name == "extra":
+            raise AttributeError(name)
+        extra = self.__dict__.get("extra")
+        if extra is not None:
+            if name in extra:
+                return extra[name]
+            if name in COMMON_DEFAULTS:
+                cache = self.__dict__.setdefault("_defaults_in_use", {})
+                if name not in cache:  # one copy, so that in-place changes (pruned_heads[...] = ...) stick
+                    cache[name] = copy.deepcopy(COMMON_DEFAULTS[name])
+                return cache[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if name in self._field_names() or name in ("extra", "_defaults_in_use") \
+                or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:
+            self.extra.update(_normalise_common(type(self).__name__, {name: value}))
+
+    @property
+    def use_return_dict(self) -> bool:
+        """transformers' rule: tuples when ``return_dict`` is False or for TorchScript."""
+        return self.return_dict and not self.torchscript
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, value: int) -> None:
+        _check_int(type(self).__name__, "num_labels", value, 0)
+        if self.id2label is None or len(self.id2label) != value:
+            self.extra["id2label"] = {i: f"LABEL_{i}" for i in range(value)}
+            self.extra["label2id"] = {v: k for k, v in self.extra["id2label"].items()}
+
+    @property
+    def name_or_path(self) -> str:
+        return self._name_or_path
+
+    @name_or_path.setter
+    def name_or_path(self, value) -> None:
+        self.extra["_name_or_path"] = str(value)
+
+    def get_text_config(self, decoder: bool = False):
+        """transformers' accessor: the text part of a composite config, else the config itself."""
+        return self
+
+    def update(self, config_dict: dict) -> None:
+        """Set attributes from a dict (transformers' ``PretrainedConfig.update``)."""
+        if not isinstance(config_dict, dict):
+            raise TypeError(f"{type(self).__name__}.update expects a dict, got {_kind(config_dict)}")
+        for key, value in config_dict.items():
+            setattr(self, key, value)
+
     @classmethod
-    def from_dict(cls, config_dict: dict, **overrides):
+    def _known(cls, name: str) -> bool:
+        return name in cls._field_names() or name in COMMON_DEFAULTS or name == "num_labels"
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, return_unused_kwargs: bool = False, **overrides):
+        """A config from ``config_dict`` (every key kept); ``overrides`` replace known attributes.
+
+        Unknown override names are a TypeError, or with ``return_unused_kwargs=True`` come back as
+        ``(config, unused)`` (transformers ignores them silently)."""
         if not isinstance(config_dict, dict):
             raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(config_dict).__name__}")
-        data = {**config_dict, **overrides}
+        unused = {k: v for k, v in overrides.items() if not cls._known(k) and k not in config_dict}
+        if unused and not return_unused_kwargs:
+            raise TypeError(f"unknown {cls.__name__} field(s) {', '.join(map(repr, sorted(unused)))}; known fields: "
+                            f"{', '.join(sorted(cls._field_names()))} and transformers' common attributes")
+        data = {**config_dict, **{k: v for k, v in overrides.items() if k not in unused}}
         model_type = data.pop("model_type", cls.model_type)
         if model_type not in (cls.model_type, None):
             raise ValueError(
@@ -43,21 +200,42 @@ class _Config:
         known = cls._field_names()
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**kwargs, extra=extra)
+        config = cls(**kwargs, extra=extra)
+        return (config, unused) if return_unused_kwargs else config
 
     def to_dict(self) -> dict:
-        out = copy.deepcopy(self.extra)
+        """Every attribute, as transformers' ``to_dict`` (torch dtypes as their names)."""
+        common = copy.deepcopy(COMMON_DEFAULTS)
+        common.pop("transformers_version")  # written only when known (a file written by transformers)
+        return self._as_dict({**common, **self._common_values()}, diff=False)
+
+    def to_diff_dict(self) -> dict:
+        """What config.json holds: the CLVP fields, ``model_type``, every attribute given (those of a
+        config.json written by transformers included), and defaults changed in place since."""
+        used = {k: v for k, v in self.__dict__.get("_defaults_in_use", {}).items() if v != COMMON_DEFAULTS[k]}
+        return self._as_dict({**copy.deepcopy(used), **copy.deepcopy(self.extra)}, diff=True)
+
+    def _common_values(self) -> dict:
+        """The common and unknown attributes set so far (given, or defaults read and possibly changed)."""
+        return copy.deepcopy({**self.__dict__.get("_defaults_in_use", {}), **self.extra})
+
+    def _as_dict(self, out: dict, diff: bool) -> dict:
         for name in self._field_names():
             value = getattr(self, name)
-            out[name] = value.to_dict() if isinstance(value, _Config) else copy.deepcopy(value)
+            if isinstance(value, _Config):
+                value = value.to_diff_dict() if diff else value.to_dict()
+            out[name] = copy.deepcopy(value)
+        if isinstance(out.get("torch_dtype"), torch.dtype):
+            out["torch_dtype"] = str(out["torch_dtype"]).replace("torch.", "")
         out["model_type"] = self.model_type
         return dict(sorted(out.items()))
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_json_string(self, use_diff: bool = True) -> str:
+        data = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, self.to_json_string())  # the old file or the new one, never half of it
+    def to_json_file(self, path: str | os.PathLike, use_diff: bool = True) -> None:
+        atomic_write_text(path, self.to_json_string(use_diff))  # the old file or the new one, never half of it
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike):
@@ -75,31 +253,57 @@ class _Config:
         """``from_dict`` for the contents of a file: errors name the file too."""
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object (a {cls.__name__}), got {type(data).__name__}")
-        unknown = sorted(k for k in overrides if k not in cls._field_names())
-        if unknown:
-            raise TypeError(f"unknown {cls.__name__} field(s) {', '.join(map(repr, unknown))}; known fields: "
-                            f"{', '.join(sorted(cls._field_names()))}")
+        return_unused = overrides.pop("return_unused_kwargs", False)
+        unknown = {k: v for k, v in overrides.items() if not cls._known(k) and k not in data}
+        if unknown and not return_unused:
+            raise TypeError(f"unknown {cls.__name__} field(s) {', '.join(map(repr, sorted(unknown)))}; known fields: "
+                            f"{', '.join(sorted(cls._field_names()))} and transformers' common attributes")
         try:
-            return cls.from_dict(data, **overrides)
+            config = cls.from_dict(data, **{k: v for k, v in overrides.items() if k not in unknown})
         except (TypeError, ValueError) as err:
             raise type(err)(f"{path}: {err}") from None
+        return (config, unknown) if return_unused else config
 
     def with_overrides(self, **overrides):
-        """A copy with the given known fields replaced and validated again; unknown names are refused."""
+        """A copy with the given known attributes replaced and validated again; unknown names are refused."""
         known = sorted(self._field_names())
-        unknown = sorted(k for k in overrides if k not in known)
+        unknown = sorted(k for k in overrides if not self._known(k) and k not in self.extra)
         if unknown:
             raise TypeError(
                 f"unknown {type(self).__name__} field(s) {', '.join(map(repr, unknown))}; known fields: {', '.join(known)}"
+                " and transformers' common attributes"
             )
-        return dataclasses.replace(self, **overrides)
+        fields_ = {k: v for k, v in overrides.items() if k in known}
+        others = {k: v for k, v in overrides.items() if k not in known}
+        return dataclasses.replace(self, **fields_, extra={**self._common_values(), **others})
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Write config.json (all or nothing, clvp/atomic.py). transformers' hub arguments
+        (``push_to_hub``) are not supported."""
+        if kwargs.get("push_to_hub"):
+            raise ValueError("push_to_hub is not supported; upload the saved folder yourself")
         with atomic_folder(save_directory) as folder:  # clvp/atomic.py: all or nothing
             self.to_json_file(folder / CONFIG_NAME)
 
-    def __eq__(self, other):  # compare the meaningful fields, like transformers' configs
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """The raw dict of a folder's (or file's) config.json and the keywords not used to find it."""
+        path = Path(pretrained_model_name_or_path) / kwargs.pop("subfolder", "")
+        file = path / CONFIG_NAME if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
+        try:
+            data = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{file} is not valid JSON: {err}") from None
+        return data, kwargs
+
+    def __eq__(self, other):  # compare the meaningful attributes (not where the config was loaded from)
+        if type(self) is not type(other):
+            return False
+        mine, theirs = self.to_dict(), other.to_dict()
+        mine.pop("_name_or_path"), theirs.pop("_name_or_path")
+        return mine == theirs
 
     def __repr__(self):
         return f"{type(self).__name__} {self.to_json_string()}"
@@ -162,6 +366,16 @@ def _check_extra(cls_name, extra) -> None:
         raise TypeError(f"{cls_name}.extra must be a dict, got {_kind(extra)}")
 
 
+def _path_arg(path, subfolder: str = "") -> Path:
+    """``from_pretrained``'s folder (transformers' ``pretrained_model_name_or_path``) as a Path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"pretrained_model_name_or_path must be a folder path (str or os.PathLike), got "
+                        f"{type(path).__name__}; loading from the Hugging Face Hub is not supported")
+    if not isinstance(subfolder, str):
+        raise TypeError(f"subfolder must be a string, got {type(subfolder).__name__}")
+    return Path(path) / subfolder
+
+
 def _sub_config_dict(path: str | os.PathLike, key: str) -> dict:
     path = Path(path)
     file = path / CONFIG_NAME if path.is_dir() else path
@@ -182,6 +396,7 @@ def _sub_config_dict(path: str | os.PathLike, key: str) -> dict:
     return data, str(file)
 
 
+@_accepts_any_keyword
 @dataclass(eq=False, repr=False)
 class ClvpEncoderConfig(_Config):
     """Config of a CLVP text or speech encoder (``model_type`` "clvp_encoder")."""
@@ -251,14 +466,17 @@ class ClvpEncoderConfig(_Config):
         return max(self.projection_dim // (self.num_attention_heads * 2), 32)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, config_type: str = "text_config", **overrides):
-        """Load from a folder or file; from a saved ClvpConfig pick ``config_type`` ("text_config" | "speech_config")."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike = None, config_type: str = "text_config",
+                        subfolder: str = "", **overrides):
+        """Load from a folder or file; from a saved ClvpConfig pick ``config_type`` ("text_config" | "speech_config").
+        ``return_unused_kwargs=True`` returns ``(config, unknown overrides)`` as transformers does."""
         if config_type not in ("text_config", "speech_config"):
             raise ValueError(f"config_type must be 'text_config' or 'speech_config', got {config_type!r}")
-        data, source = _sub_config_dict(path, config_type)
+        data, source = _sub_config_dict(_path_arg(pretrained_model_name_or_path, subfolder), config_type)
         return cls._from_file_dict(data, source, **overrides)
 
 
+@_accepts_any_keyword
 @dataclass(eq=False, repr=False)
 class ClvpDecoderConfig(_Config):
     """Config of the GPT-2-style speech-code decoder and the conditioning encoder ("clvp_decoder")."""
@@ -345,8 +563,10 @@ class ClvpDecoderConfig(_Config):
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides):
-        data, source = _sub_config_dict(path, "decoder_config")
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike = None, subfolder: str = "",
+                        **overrides):
+        """Load from a folder or file (the ``decoder_config`` of a saved ClvpConfig too)."""
+        data, source = _sub_config_dict(_path_arg(pretrained_model_name_or_path, subfolder), "decoder_config")
         return cls._from_file_dict(data, source, **overrides)
 
 
@@ -366,6 +586,7 @@ def _coerce(value, cls, name):
     raise TypeError(f"{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
 
 
+@_accepts_any_keyword
 @dataclass(eq=False, repr=False)
 class ClvpConfig(_Config):
     """Config of the whole model: text encoder, speech encoder, decoder, and the contrastive head.
@@ -376,6 +597,7 @@ class ClvpConfig(_Config):
     """
 
     model_type: ClassVar[str] = "clvp"
+    is_composition: ClassVar[bool] = True  # transformers' flag; ClvpConfig() still works, as in transformers
 
     text_config: Any = None  # ClvpEncoderConfig or dict; default ClvpEncoderConfig()
     speech_config: Any = None  # default ClvpEncoderConfig(vocab_size=8192): the real checkpoint's
@@ -409,16 +631,27 @@ class ClvpConfig(_Config):
                 f"vocabulary (speech_config.vocab_size = {speech_vocab}, allowed 0..{speech_vocab - 1})"
             )
 
+    def get_text_config(self, decoder: bool = False):
+        """transformers' accessor: the text encoder's config (as transformers' ClvpConfig gives)."""
+        return self.text_config
+
     @classmethod
     def from_sub_model_configs(cls, text_config, speech_config, decoder_config, **kwargs):
         return cls(text_config=text_config, speech_config=speech_config, decoder_config=decoder_config, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides):
-        path = Path(path)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike = None, subfolder: str = "",
+                        return_unused_kwargs: bool = False, **overrides):
+        """Load a folder's (or a file's) config.json; ``overrides`` replace known attributes (unknown
+        names: a TypeError, or returned as ``(config, unused)`` with ``return_unused_kwargs=True``)."""
+        path = _path_arg(pretrained_model_name_or_path, subfolder)
         file = path / CONFIG_NAME if path.is_dir() else path
         config = cls.from_json_file(file)
-        return config.with_overrides(**overrides) if overrides else config
+        unused = {k: v for k, v in overrides.items() if not cls._known(k) and k not in config.extra}
+        if return_unused_kwargs:
+            overrides = {k: v for k, v in overrides.items() if k not in unused}
+        config = config.with_overrides(**overrides) if overrides else config
+        return (config, unused) if return_unused_kwargs else config
 
 
 def tiny_config(**overrides) -> ClvpConfig:

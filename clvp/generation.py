@@ -14,6 +14,7 @@ layer (clvp/modeling.py) and the candidate loop (clvp/candidates.py).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -22,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels
-from .model import check_ids
-from .outputs import ModelOutput
+from .model import check_ids, value_checks
+from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 
 # ----------------------------------------------------------------------------------------------
 # Generation config
@@ -54,6 +55,10 @@ class GenerationConfig:
     pad_token_id: Optional[int] = None  # what finished rows emit; None means eos
     return_dict_in_generate: bool = False  # ClvpForCausalLM only; the composite always returns a ClvpOutput
     output_hidden_states: bool = False
+    output_scores: bool = False  # with return_dict_in_generate: the processed scores of every step
+    output_logits: bool = False  # with return_dict_in_generate: the raw logits of every step
+    output_attentions: bool = False  # ClvpForCausalLM, greedy or sampling from input_ids only (docs/parity.md)
+    use_cache: bool = True  # accepted for transformers' signature; generation always uses its static cache
     positions: str = "hf"  # "hf": fed-back code k at position k + 1 (transformers); "contiguous": k (Tortoise, no cache)
     use_cuda_graph: Optional[bool] = None  # decode step in a CUDA graph; None means on for CUDA with the Triton kernels
     seed: Optional[int] = None  # seeds a torch.Generator for reproducible sampling
@@ -97,7 +102,8 @@ class GenerationConfig:
             )
         if self.min_length is not None:
             positive_int("min_length", self.min_length, 0)
-        for name in ("do_sample", "return_dict_in_generate", "output_hidden_states"):
+        for name in ("do_sample", "return_dict_in_generate", "output_hidden_states", "output_scores", "output_logits",
+                     "output_attentions", "use_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.use_cuda_graph is not None and not isinstance(self.use_cuda_graph, bool):
@@ -134,6 +140,26 @@ class GenerationConfig:
         if self.positions not in ("hf", "contiguous"):
             raise ValueError(f"positions must be 'hf' or 'contiguous', got {self.positions!r}")
 
+    def to_diff_dict(self) -> dict:
+        """The fields that differ from the defaults (what generation_config.json holds)."""
+        default = GenerationConfig()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "generator" and getattr(self, f.name) != getattr(default, f.name)}
+
+    @classmethod
+    def from_file_dict(cls, data: dict, source: str) -> "GenerationConfig":
+        """A config from a generation_config.json's dict: the fields CLVP uses, validated; transformers'
+        other keys (``transformers_version``, strategies CLVP does not have) are ignored."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} must hold a JSON object, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)} - {"generator"}
+        out = cls(**{k: v for k, v in data.items() if k in names})
+        try:
+            out.validate()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{source}: {err}") from None
+        return out
+
     def copy(self) -> "GenerationConfig":
         gen = self.generator
         self.generator = None
@@ -148,6 +174,10 @@ class GenerationConfig:
 # ----------------------------------------------------------------------------------------------
 # Input checks at the entry points (the core trusts its inputs)
 # ----------------------------------------------------------------------------------------------
+# Type and shape checks cost nothing; a check of values is one host read (a device sync), made here
+# at the boundary and never inside the core's forwards (docs/architecture.md §4). While torch.compile
+# traces a boundary function, the value checks are skipped (``value_checks``): a host read would
+# break the graph, and whoever compiles it takes on the checks.
 
 
 class NonFiniteError(ValueError):
@@ -188,7 +218,7 @@ def check_embeds_input(x, name: str, hidden_size: int) -> None:
         raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}")
     if x.dim() != 3 or x.shape[-1] != hidden_size or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty (batch, seq_len, {hidden_size}) tensor, got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if value_checks() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf values; embeddings must be finite")
 
 
@@ -203,12 +233,29 @@ def check_features_input(x, feature_size: int, name: str = "input_features") -> 
         raise ValueError(f"{name} must be (batch, {feature_size}, frames), got {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[2] == 0:
         raise ValueError(f"{name} must hold at least one clip of at least one frame, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if not value_checks():
+        return
+    peak = float(x.abs().amax())  # one host read: NaN or inf anywhere makes the peak NaN or inf
+    if not math.isfinite(peak):
         raise ValueError(f"{name} contains NaN or inf values; a log-mel must be finite")
-    peak = float(x.abs().max())
     if peak > FEATURE_LIMIT:
         raise ValueError(f"{name} has values up to {peak:.3g} in magnitude; a log-mel's values are O(10) "
                          f"(allowed |x| <= {FEATURE_LIMIT:g}): is this a log-mel from the feature extractor?")
+
+
+def check_generate_mask(mask, input_ids, name: str = "attention_mask") -> None:
+    """``ClvpForCausalLM.generate``'s attention_mask: accepted when it masks nothing (the static
+    cache has no padding support; a padded batch would silently attend to its padding)."""
+    if mask is None:
+        return
+    if input_ids is None:
+        raise ValueError(f"{name} was given without input_ids; pass both, or neither")
+    check_mask_input(mask, input_ids.shape, name)
+    if value_checks() and not bool((mask != 0).all()):
+        raise ValueError(
+            f"{name} masks some positions; generate does not support padded prompts: generate each row on its own "
+            "(or pass an all-ones mask)"
+        )
 
 
 def check_mask_input(mask, shape, name: str = "attention_mask") -> None:
@@ -218,7 +265,7 @@ def check_mask_input(mask, shape, name: str = "attention_mask") -> None:
     _tensor(mask, name, "0/1 values of the ids' shape (batch, seq_len)")
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected (batch, seq_len) = {tuple(shape)}")
-    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+    if mask.is_complex() or (value_checks() and not bool(((mask == 0) | (mask == 1)).all())):
         raise ValueError(f"{name} must hold only 0 (padding) and 1 (token)")
 
 
@@ -358,7 +405,7 @@ class _Decoder:
     def __init__(self, lm, batch: int, max_len: int, use_cuda_graph: bool = False):
         self.lm = lm
         self.decoder = lm.model.decoder
-        device = lm.lm_head.weight.device
+        device = lm.final_norm.weight.device
         self.caches = self.decoder.new_kv_cache(batch, max_len)  # one KVCache per layer
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) codes fed back
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # mel position of those codes
@@ -420,13 +467,12 @@ class _Decoder:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class GenerateDecoderOnlyOutput(ModelOutput):
-    sequences: torch.Tensor = None  # (B * num_return_sequences, T), start code / prompt ids first
-    hidden_states: Optional[tuple] = None  # per step, tuples of per-layer hidden states
-
-
-_LoopResult = GenerateDecoderOnlyOutput
+def _cache_tuples(dec: "_Decoder", cfg: GenerationConfig):
+    """The static caches' valid prefix as transformers' per-layer (key, value) tuples (B, H, T, D),
+    returned with ``return_dict_in_generate`` when ``use_cache``."""
+    if not (cfg.return_dict_in_generate and cfg.use_cache):
+        return None
+    return tuple((c.k[:, :, : dec.pos], c.v[:, :, : dec.pos]) for c in dec.caches)
 
 
 def _graphs_enabled(cfg: GenerationConfig, x: torch.Tensor) -> bool:
@@ -461,11 +507,17 @@ def _sample_or_greedy(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, 
     cur = start_ids.shape[1]
     unfinished = torch.ones(b, dtype=torch.bool, device=ids.device)
     hidden_steps = [] if collect_hidden else None
+    keep_scores = [] if cfg.return_dict_in_generate and cfg.output_scores else None
+    keep_logits = [] if cfg.return_dict_in_generate and cfg.output_logits else None
     logits, hid = dec.prefill(prefill_x, collect_hidden)
     for k in range(1, new_tokens + 1):
         if hidden_steps is not None:
             hidden_steps.append(hid)
         scores = apply_processors(procs, ids[:, :cur], logits.float())
+        if keep_scores is not None:
+            keep_scores.append(scores)
+        if keep_logits is not None:
+            keep_logits.append(logits.float())
         finite = torch.isfinite(logits).all()  # read on the host with `unfinished` below: no extra sync
         if cfg.do_sample:
             probs = scores.softmax(-1)
@@ -484,7 +536,10 @@ def _sample_or_greedy(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, 
         if k == new_tokens or not going:
             break
         logits, hid = dec.step(nxt, fed_positions(k), collect_hidden)
-    return _LoopResult(ids[:, :cur], tuple(hidden_steps) if hidden_steps is not None else None)
+    return GenerateDecoderOnlyOutput(
+        sequences=ids[:, :cur], scores=tuple(keep_scores) if keep_scores is not None else None,
+        logits=tuple(keep_logits) if keep_logits is not None else None,
+        hidden_states=tuple(hidden_steps) if hidden_steps is not None else None, past_key_values=_cache_tuples(dec, cfg))
 
 
 class _BeamHypotheses:
@@ -493,12 +548,12 @@ class _BeamHypotheses:
         self.beams = []
         self.worst_score = 1e9
 
-    def add(self, hyp, sum_logprobs, generated_len):
+    def add(self, hyp, sum_logprobs, generated_len, beam_index=None):
         score = sum_logprobs / (generated_len**self.length_penalty)
         if len(self.beams) < self.num_beams or score > self.worst_score:
-            self.beams.append((score, hyp))
+            self.beams.append((score, hyp, beam_index))
             if len(self.beams) > self.num_beams:
-                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                ranked = sorted((s, i) for i, (s, _, _) in enumerate(self.beams))
                 del self.beams[ranked[0][1]]
                 self.worst_score = ranked[1][0]
             else:
@@ -515,7 +570,7 @@ class _BeamHypotheses:
         return self.worst_score >= best_sum_logprobs / (cur_len - prompt_len) ** self.length_penalty
 
 
-def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
+def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions, collect_hidden=False):
     """transformers 4.46.3's beam search (``BeamSearchScorer`` semantics) over a static cache.
 
     prefill_x (B * num_beams, L, C), start_ids (B * num_beams, S): inputs already repeated per beam.
@@ -536,12 +591,23 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
     beam_scores[:, 1:] = -1e9
     beam_scores = beam_scores.view(-1)
     ids = start_ids
-    logits, _ = dec.prefill(prefill_x)
+    want_scores = cfg.return_dict_in_generate and cfg.output_scores
+    keep_scores = [] if want_scores else None
+    keep_logits = [] if cfg.return_dict_in_generate and cfg.output_logits else None
+    history = [()] * bb if want_scores else None  # per row: the row it came from at every step
+    hidden_steps = [] if collect_hidden else None
+    logits, hid = dec.prefill(prefill_x, collect_hidden)
     k = 0
     while True:
         k += 1
+        if hidden_steps is not None:
+            hidden_steps.append(hid)
+        if keep_logits is not None:
+            keep_logits.append(logits.float())
         scores = F.log_softmax(logits.float(), dim=-1)
         scores = apply_processors(procs, ids, scores)
+        if keep_scores is not None:
+            keep_scores.append(scores)
         scores = scores + beam_scores[:, None]
         vocab = scores.shape[-1]
         scores = scores.view(batch, nb * vocab)
@@ -566,7 +632,8 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
                 if eos is not None and tok == eos:
                     if rank >= nb:
                         continue
-                    hyps[bi].add(ids[row].clone(), sc, cur_len - prompt_len)
+                    hyps[bi].add(ids[row].clone(), sc, cur_len - prompt_len,
+                                 history[row] + (row,) if history is not None else None)
                 else:
                     next_scores[bi, j] = sc
                     next_tokens[bi, j] = tok
@@ -579,22 +646,29 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
         index = next_index.view(-1)
         ids = torch.cat([ids[index], next_tokens.view(-1, 1)], dim=-1)
         dec.reorder(index)
+        if history is not None:
+            rows = index.tolist()
+            history = [history[r] + (r,) for r in rows]
         if all(done) or ids.shape[-1] >= max_length:
             break
-        logits, _ = dec.step(next_tokens.view(-1), fed_positions(k))
+        logits, hid = dec.step(next_tokens.view(-1), fed_positions(k), collect_hidden)
     # finalize
     for bi in range(batch):
         if done[bi]:
             continue
         for j in range(nb):
             row = bi * nb + j
-            hyps[bi].add(ids[row], beam_scores[row].item(), ids.shape[-1] - prompt_len)
+            hyps[bi].add(ids[row], beam_scores[row].item(), ids.shape[-1] - prompt_len,
+                         history[row] if history is not None else None)
     keep = cfg.num_return_sequences
-    best = []
+    best, best_scores, best_history = [], [], []
     for bi in range(batch):
         ranked = sorted(hyps[bi].beams, key=lambda x: x[0])
         for _ in range(keep):
-            best.append(ranked.pop()[1])
+            score, hyp, hist = ranked.pop()
+            best.append(hyp)
+            best_scores.append(score)
+            best_history.append(hist)
     lengths = [len(h) for h in best]
     out_len = min(max(lengths) + 1, max_length)
     out = torch.full((len(best), out_len), pad if min(lengths) != max(lengths) else 0, dtype=torch.long, device=device)
@@ -602,7 +676,17 @@ def _beam_search(lm, prefill_x, start_ids, cfg, new_tokens, fed_positions):
         out[i, : len(h)] = h
         if len(h) < out_len:
             out[i, len(h)] = eos
-    return _LoopResult(out)
+    beam_indices = None
+    if want_scores:  # transformers' layout: the beam row of every step, -1 past it
+        beam_indices = torch.full((len(best), out_len), -1, dtype=torch.long, device=device)
+        for i, hist in enumerate(best_history):
+            beam_indices[i, : len(hist)] = torch.tensor(hist, dtype=torch.long)
+    return GenerateBeamDecoderOnlyOutput(
+        sequences=out,
+        sequences_scores=torch.tensor(best_scores, dtype=torch.float32, device=device) if want_scores else None,
+        scores=tuple(keep_scores) if keep_scores is not None else None,
+        logits=tuple(keep_logits) if keep_logits is not None else None, beam_indices=beam_indices,
+        hidden_states=tuple(hidden_steps) if hidden_steps is not None else None, past_key_values=_cache_tuples(dec, cfg))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -643,6 +727,9 @@ def composite_config(model, generation_config, kwargs) -> GenerationConfig:
     speech encoder has no row for it (8192), so a sampled start code would make the CLVP scoring
     fail (transformers crashes there instead)."""
     cfg = resolve_config(model.config.decoder_config, generation_config, kwargs)
+    if cfg.output_attentions:
+        raise ValueError("output_attentions=True is not supported by the composite model's generate (it returns a "
+                         "ClvpOutput); call speech_decoder_model.generate or forward(output_attentions=True)")
     if cfg.bos_token_id is not None and cfg.bos_token_id >= model.config.speech_config.vocab_size:
         cfg.suppress_tokens = sorted(set(cfg.suppress_tokens or []) | {cfg.bos_token_id})
     return cfg
@@ -712,7 +799,7 @@ def _effective(cfg: GenerationConfig, prompt_len: int, from_embeds: bool) -> Gen
 def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: GenerationConfig):
     """``ClvpForCausalLM.generate``: from text/code ids, or from conditioning embeddings (the CLVP prompt)."""
     dc = lm.config
-    device = lm.lm_head.weight.device
+    device = lm.final_norm.weight.device
     _check_generator(cfg, device)
     dec = lm.model.decoder
     if conditioning_embeds is not None and input_ids is not None:
@@ -730,19 +817,19 @@ def decoder_generate(lm, *, input_ids=None, conditioning_embeds=None, cfg: Gener
         p = dec.position_embeds_layer(torch.arange(length, device=device))[None]
         x = (e - p) + p
         cfg = _effective(cfg, length, from_embeds=True)
-    elif input_ids is not None:
-        check_ids_input(input_ids, "input_ids")
+    else:
+        if input_ids is None:  # transformers starts from the start code alone: (batch=1, 1)
+            input_ids = torch.full((1, 1), cfg.bos_token_id, dtype=torch.long, device=device)
+        check_ids_input(input_ids, "input_ids", dc.vocab_size)  # the core's embed reads no values
         b, length = input_ids.shape
         new, fed = plan_generation(dc, cfg, length, from_embeds=False)
         start = input_ids.to(device)
         x = dec.embed(input_ids=start)
-    else:
-        raise ValueError("pass input_ids or conditioning_embeds")
     n_ret = cfg.num_return_sequences
     if cfg.num_beams > 1:
         x = x.repeat_interleave(cfg.num_beams, dim=0)
         start = start.repeat_interleave(cfg.num_beams, dim=0)
-        return _beam_search(lm, x, start, cfg, new, fed)
+        return _beam_search(lm, x, start, cfg, new, fed, cfg.output_hidden_states)
     if n_ret > 1:
         x = x.repeat_interleave(n_ret, dim=0)
         start = start.repeat_interleave(n_ret, dim=0)
@@ -764,7 +851,7 @@ def generate_speech_ids(model, *, input_ids=None, input_features=None, condition
 
 def validate_request(model, cfg, input_ids=None, inputs_embeds=None, *, input_features=None, attention_mask=None):
     """Every check of a composite generation request that needs no model output, before any work."""
-    device = model.speech_decoder_model.lm_head.weight.device
+    device = model.speech_decoder_model.final_norm.weight.device
     _check_generator(cfg, device)
     config = model.config
     if input_ids is not None and inputs_embeds is not None:
@@ -789,3 +876,42 @@ def validate_request(model, cfg, input_ids=None, inputs_embeds=None, *, input_fe
         plan_generation(model.config.decoder_config, cfg, input_ids.shape[-1] + 5, from_embeds=True)
     elif inputs_embeds is not None:
         plan_generation(model.config.decoder_config, cfg, inputs_embeds.shape[1] + 2, from_embeds=True)
+
+
+def replay_attentions(lm, sequences: torch.Tensor, prompt_len: int) -> tuple:
+    """transformers' per-step attentions of a greedy or sampled ``ClvpForCausalLM`` run, recomputed
+    with its eager forward (the decode kernels never materialise them): step 0 is the prompt, per
+    layer (B, H, L, L); step k the k-th fed-back code, (B, H, 1, L + k)."""
+    out = lm(input_ids=sequences[:, :prompt_len], use_cache=True, output_attentions=True, return_dict=True)
+    steps, past = [out.attentions], out.past_key_values
+    for k in range(1, sequences.shape[1] - prompt_len):
+        out = lm(input_ids=sequences[:, prompt_len + k - 1: prompt_len + k], past_key_values=past, use_cache=True,
+                 output_attentions=True, return_dict=True)
+        steps.append(out.attentions)
+        past = out.past_key_values
+    return tuple(steps)
+
+
+def generation_config_text(cfg: GenerationConfig, codes_config, derived_from) -> str:
+    """generation_config.json as transformers writes it: derived from the model config
+    (``_from_model_config``, with ``derived_from``'s codes: transformers takes the composite's from
+    its text config) while ``cfg`` holds just ``codes_config``'s start/stop codes; else the fields
+    that differ from the defaults."""
+    if cfg == GenerationConfig(bos_token_id=codes_config.bos_token_id, eos_token_id=codes_config.eos_token_id):
+        data = {"_from_model_config": True, "bos_token_id": derived_from.bos_token_id,
+                "eos_token_id": derived_from.eos_token_id}
+    else:
+        data = cfg.to_diff_dict()
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def read_generation_config(path) -> Optional[GenerationConfig]:
+    """A generation_config.json changed by its author, as a GenerationConfig; None for one derived
+    from the model config (``_from_model_config``): then the decoder config's codes apply."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if isinstance(data, dict) and data.get("_from_model_config"):
+        return None
+    return GenerationConfig.from_file_dict(data, str(path))

@@ -35,6 +35,7 @@ from .model import (  # noqa: F401  (the building blocks keep their transformers
     DecoderModel,
     Encoder,
     check_ids,
+    check_key_padding_mask,
     clvp_loss,
     key_padding_mask,
     pad_extra_bos_eos_tokens,
@@ -121,6 +122,7 @@ class _Present:
 # ----------------------------------------------------------------------------------------------
 
 _BUILDING = contextvars.ContextVar("clvp_building", default=False)
+GENERATION_CONFIG_NAME = "generation_config.json"
 
 
 class ClvpPreTrainedModel(PreTrainedMixin, nn.Module):
@@ -137,6 +139,8 @@ class ClvpPreTrainedModel(PreTrainedMixin, nn.Module):
             _BUILDING.reset(token)
         if init_weights and outermost:
             self.post_init()
+        if outermost and config.extra.pop("gradient_checkpointing", False):  # transformers' legacy switch
+            self.gradient_checkpointing_enable()
 
     def _init_weights(self, module):
         """transformers' initialisation (§2.8); only matters for training from scratch and demos."""
@@ -179,6 +183,51 @@ class ClvpPreTrainedModel(PreTrainedMixin, nn.Module):
         for module in reversed(list(self.modules())):
             self._init_weights(module)
 
+    @classmethod
+    def can_generate(cls) -> bool:
+        return hasattr(cls, "generate")
+
+    @property
+    def generation_config(self):
+        """The generation defaults ``generate`` starts from (a clvp GenerationConfig; None for the
+        encoders, which cannot generate). The start/stop codes are the decoder config's, also for the
+        composite model (transformers' composite takes the text config's, docs/model.md §3.5)."""
+        if "_generation_config" not in self.__dict__:
+            config = getattr(self.config, "decoder_config", self.config)
+            self.__dict__["_generation_config"] = generation.GenerationConfig(
+                bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id) if self.can_generate() else None
+        return self.__dict__["_generation_config"]
+
+    def _extra_files(self) -> dict[str, str]:
+        """generation_config.json for the models that generate, as transformers writes it: derived
+        from the model config (``_from_model_config``; transformers takes the composite's codes from
+        its text config) unless changed, then the changed fields."""
+        if self.generation_config is None:
+            return {}
+        text = generation.generation_config_text(self.generation_config, getattr(self.config, "decoder_config", self.config),
+                                                 getattr(self.config, "text_config", self.config))
+        return {GENERATION_CONFIG_NAME: text}
+
+    def _read_extra_files(self, folder) -> None:
+        """A generation_config.json changed by its author sets ``generation_config``; one derived from
+        the model config (``_from_model_config``) is ignored: the decoder config's codes apply."""
+        path = folder / GENERATION_CONFIG_NAME
+        if self.generation_config is not None and path.is_file():
+            self.generation_config = generation.read_generation_config(path) or self.generation_config
+
+    @generation_config.setter
+    def generation_config(self, value) -> None:
+        if value is not None and not isinstance(value, generation.GenerationConfig):
+            raise TypeError(f"generation_config must be a clvp GenerationConfig or None, got {type(value).__name__}")
+        self.__dict__["_generation_config"] = value
+
+    def _switches(self, output_attentions, output_hidden_states, return_dict):
+        """A forward's optional-output switches: the call's, else the config's (transformers' rule)."""
+        cfg = self.config
+        return (cfg.output_attentions if output_attentions is None else output_attentions,
+                cfg.output_hidden_states if output_hidden_states is None else output_hidden_states,
+                cfg.use_return_dict if return_dict is None else return_dict)
+
     @property
     def dtype(self) -> torch.dtype:
         return next(p.dtype for p in self.parameters() if p.is_floating_point())
@@ -210,6 +259,8 @@ class ClvpEncoder(ClvpPreTrainedModel, Encoder):
 
     def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None):
+        output_attentions, output_hidden_states, return_dict = self._switches(output_attentions, output_hidden_states,
+                                                                              return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
@@ -225,7 +276,7 @@ class ClvpEncoder(ClvpPreTrainedModel, Encoder):
             x = inputs_embeds
         b, t, _ = x.shape
         generation.check_mask_input(attention_mask, (b, t))
-        keep = key_padding_mask(attention_mask, b, t)
+        keep = check_key_padding_mask(attention_mask, b, t)  # None when nothing is masked
         rope = self.rope(t, x.device, position_ids)
         hidden = [] if output_hidden_states else None
         attns = None
@@ -245,11 +296,19 @@ class ClvpEncoder(ClvpPreTrainedModel, Encoder):
             if hidden is not None:
                 hidden.append(x)
             last, pooled, embeds = self.pool(x)
+        elif self.gradient_checkpointing and self.training:  # each layer recomputed in the backward pass
+            for layer in self.layers:
+                if hidden is not None:
+                    hidden.append(x)
+                x = self.checkpointed(layer, x, rope, keep)
+            if hidden is not None:
+                hidden.append(x)
+            last, pooled, embeds = self.pool(x)
         else:
             last, pooled, embeds = self.encode(x, rope, keep, hidden)
         hidden = tuple(hidden) if hidden is not None else None
         attns = tuple(attns) if attns is not None else None
-        if return_dict is False:
+        if not return_dict:
             return tuple(v for v in (embeds, last, pooled, hidden, attns) if v is not None)
         return ClvpEncoderOutput(embeds=embeds, last_hidden_state=last, pooler_output=pooled, hidden_states=hidden,
                                  attentions=attns)
@@ -277,9 +336,14 @@ class ClvpDecoder(ClvpPreTrainedModel, Decoder):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 past_key_values=None, inputs_embeds=None, use_cache=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None):
+        output_attentions, output_hidden_states, return_dict = self._switches(output_attentions, output_hidden_states,
+                                                                              return_dict)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        generation.check_ids_input(input_ids, "input_ids")
+        if self.gradient_checkpointing and self.training:
+            use_cache = False  # as transformers: a cache is useless while the activations are recomputed
+        generation.check_ids_input(input_ids, "input_ids", self.config.vocab_size)
         generation.check_embeds_input(inputs_embeds, "inputs_embeds", self.config.hidden_size)
+        self.check_inputs(position_ids=position_ids)  # the core's embed reads no values
         past_length = 0 if past_key_values is None else past_key_values[0][0].shape[-2]
         x = self.embed(input_ids, inputs_embeds, position_ids, past_length, token_type_ids)  # (B, T, C)
         b, t, _ = x.shape
@@ -317,6 +381,16 @@ class ClvpDecoder(ClvpPreTrainedModel, Decoder):
                 hidden.append(x)
             presents = presents if use_cache else None
             attns = attns if output_attentions else None
+        elif self.gradient_checkpointing and self.training:
+            positions = torch.arange(t, device=x.device)
+            for layer in self.layers:
+                if hidden is not None:
+                    hidden.append(x)
+                x = self.checkpointed(layer, x, None, positions)
+            x = self.layer_norm(x)
+            if hidden is not None:
+                hidden.append(x)
+            presents = None
         else:  # the core's causal attention; with use_cache the layers' keys and values come back
             caches = [_Present() for _ in self.layers] if use_cache else None
             x = self.decode(x, caches, torch.arange(t, device=x.device), hidden)
@@ -327,7 +401,7 @@ class ClvpDecoder(ClvpPreTrainedModel, Decoder):
             hidden_states=tuple(hidden) if hidden is not None else None,
             attentions=tuple(attns) if attns is not None else None,
         )
-        return out.to_tuple() if return_dict is False else out
+        return out if return_dict else out.to_tuple()
 
 
 class ClvpModel(ClvpPreTrainedModel, DecoderModel):
@@ -373,11 +447,20 @@ class ClvpForCausalLM(ClvpPreTrainedModel, CausalLM):
         self.model.decoder.input_embeds_layer = value
 
     def get_output_embeddings(self):
-        return None  # not tied to the input embeddings, as in transformers
+        return None  # not tied to the input embeddings: transformers' ClvpForCausalLM returns None too
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        """Replace ``lm_head`` (a Linear from hidden_size to the vocabulary)."""
+        if not isinstance(new_embeddings, nn.Linear) or new_embeddings.in_features != self.config.hidden_size:
+            raise TypeError(f"new_embeddings must be an nn.Linear with in_features={self.config.hidden_size}, got "
+                            f"{new_embeddings!r}")
+        self.lm_head = new_embeddings
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None, use_cache=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None):
+        output_attentions, output_hidden_states, return_dict = self._switches(output_attentions, output_hidden_states,
+                                                                              return_dict)
         out = self.model.decoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                  position_ids=position_ids, head_mask=head_mask, past_key_values=past_key_values,
                                  inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
@@ -390,19 +473,40 @@ class ClvpForCausalLM(ClvpPreTrainedModel, CausalLM):
             loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1))
         result = CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                                    hidden_states=out.hidden_states, attentions=out.attentions)
-        return result.to_tuple() if return_dict is False else result
+        return result if return_dict else result.to_tuple()
 
-    def generate(self, input_ids=None, generation_config=None, conditioning_embeds=None, **kwargs):
-        """Generate codes from ``input_ids`` or from ``conditioning_embeds`` (the CLVP prompt).
+    def generate(self, input_ids=None, generation_config=None, conditioning_embeds=None, attention_mask=None,
+                 inputs=None, **kwargs):
+        """Generate codes from ``input_ids`` (``inputs``), from ``conditioning_embeds`` (the CLVP prompt),
+        or from nothing: then from the start code, one row, as transformers does.
 
-        Returns the sequences (B * num_return_sequences, T) — the start code (or the prompt ids)
-        first — or, with ``return_dict_in_generate=True``, an output with ``sequences`` and
-        ``hidden_states``. Arguments as ``GenerationConfig`` (see clvp/generation.py)."""
-        cfg = generation.resolve_config(self.config, generation_config, kwargs)
+        Returns the sequences (B * num_return_sequences, T) — the prompt ids (or the start code)
+        first — or, with ``return_dict_in_generate=True``, transformers' ``GenerateDecoderOnlyOutput``
+        (``GenerateBeamDecoderOnlyOutput`` for beam search): ``sequences``, ``scores``
+        (``output_scores``), ``logits`` (``output_logits``), ``hidden_states``
+        (``output_hidden_states``), ``past_key_values`` (``use_cache``). Arguments as
+        ``GenerationConfig`` (see clvp/generation.py); defaults from ``self.generation_config``.
+        ``attention_mask`` must be all ones (a padded batch is refused: generate its rows one by
+        one). ``output_attentions=True`` (greedy search and sampling from ids) recomputes the
+        attentions with the eager forward afterwards (docs/parity.md)."""
+        if inputs is not None:
+            if input_ids is not None:
+                raise ValueError("pass the prompt ids as inputs or as input_ids, not both")
+            input_ids = inputs
+        cfg = generation.resolve_config(self.config, self.generation_config if generation_config is None
+                                        else generation_config, kwargs)
         generation.check_ids_input(input_ids, "input_ids")
+        generation.check_generate_mask(attention_mask, input_ids)
         generation.check_embeds_input(conditioning_embeds, "conditioning_embeds", self.config.hidden_size)
+        replay = cfg.output_attentions and cfg.return_dict_in_generate
+        if replay and (conditioning_embeds is not None or cfg.num_beams > 1):
+            raise ValueError("output_attentions=True is supported for greedy search and sampling from input_ids; "
+                             "for beam search or conditioning_embeds run forward(output_attentions=True) on the sequences")
         with torch.no_grad():
             out = generation.decoder_generate(self, input_ids=input_ids, conditioning_embeds=conditioning_embeds, cfg=cfg)
+            if replay:
+                prompt_len = 1 if input_ids is None else input_ids.shape[1]
+                out.attentions = generation.replay_attentions(self, out.sequences, prompt_len)
         return out if cfg.return_dict_in_generate else out.sequences
 
 
@@ -436,7 +540,7 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
     def get_text_features(self, input_ids=None, text_encoder_inputs_embeds=None, attention_mask=None):
         """Unnormalised text embeddings (B, projection_dim)."""
         return self.text_encoder_model(input_ids=input_ids, inputs_embeds=text_encoder_inputs_embeds,
-                                       attention_mask=attention_mask).embeds
+                                       attention_mask=attention_mask, return_dict=True).embeds
 
     def get_speech_features(self, speech_ids=None, input_ids=None, input_features=None,
                             conditioning_encoder_inputs_embeds=None, attention_mask=None, generation_config=None,
@@ -455,7 +559,7 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
             speech_ids = self.fix_speech_decoder_output(speech_ids)
             attention_mask = None  # the text mask does not apply to the codes
         self._check_speech_ids(speech_ids)
-        return self.speech_encoder_model(input_ids=speech_ids, attention_mask=attention_mask).embeds
+        return self.speech_encoder_model(input_ids=speech_ids, attention_mask=attention_mask, return_dict=True).embeds
 
     def _output(self, text_out, speech_out, *, loss=None, speech_ids=None, decoder_hidden_states=None) -> ClvpOutput:
         """The similarities of the two encoders' outputs, packed as transformers does."""
@@ -471,7 +575,9 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
     def forward(self, input_ids=None, input_features=None, conditioning_encoder_inputs_embeds=None,
                 text_encoder_inputs_embeds=None, attention_mask=None, return_loss=None, output_hidden_states=None,
                 output_attentions=False, return_dict=None):
-        """One non-autoregressive decoder pass, argmax codes, and the contrastive similarities (§2.7)."""
+        """One non-autoregressive decoder pass, argmax codes, and the contrastive similarities (§2.7).
+        ``output_hidden_states`` and ``return_dict`` default to the ClvpConfig's (as in transformers)."""
+        _, output_hidden_states, return_dict = self._switches(None, output_hidden_states, return_dict)
         if input_features is None:
             raise ValueError("input_features (the log-mel of the reference audio) is required")
         dc = self.config.decoder_config
@@ -479,6 +585,7 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
         generation.check_ids_input(input_ids, "input_ids", self.config.text_config.vocab_size)
         if input_ids is not None:
             generation.check_mask_input(attention_mask, input_ids.shape)
+            self.conditioning_encoder.check_text(input_ids, attention_mask)
         generation.check_embeds_input(conditioning_encoder_inputs_embeds, "conditioning_encoder_inputs_embeds",
                                       dc.hidden_size)
         generation.check_embeds_input(text_encoder_inputs_embeds, "text_encoder_inputs_embeds",
@@ -486,16 +593,19 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
         cond = self.conditioning_encoder(input_features=input_features, input_ids=input_ids,
                                          inputs_embeds=conditioning_encoder_inputs_embeds, attention_mask=attention_mask)
         generation.check_stage(cond, "the conditioning prompt (conditioning encoder output)")
-        dec = self.speech_decoder_model(inputs_embeds=cond, output_hidden_states=output_hidden_states, use_cache=False)
+        dec = self.speech_decoder_model(inputs_embeds=cond, output_hidden_states=output_hidden_states, use_cache=False,
+                                        return_dict=True)
         generation.check_stage(dec.logits, "the decoder logits")
         speech_ids = self.fix_speech_decoder_output(dec.logits.argmax(-1))
         self._check_speech_ids(speech_ids)
-        speech_out = self.speech_encoder_model(input_ids=speech_ids, output_hidden_states=output_hidden_states)
+        speech_out = self.speech_encoder_model(input_ids=speech_ids, output_hidden_states=output_hidden_states,
+                                               return_dict=True)
         text_out = self.text_encoder_model(input_ids=input_ids, inputs_embeds=text_encoder_inputs_embeds,
-                                           attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+                                           attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                                           return_dict=True)
         self._check_scores(text_out.embeds, speech_out.embeds)
         out = self._output(text_out, speech_out, loss=return_loss, decoder_hidden_states=dec.hidden_states)
-        return out.to_tuple() if return_dict is False else out
+        return out if return_dict else out.to_tuple()
 
     @torch.no_grad()
     def generate(self, input_ids=None, input_features=None, attention_mask=None, generation_config=None,
@@ -512,7 +622,8 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
             raise ValueError("input_ids (the tokenized text) are required")
         if output_hidden_states is not None:
             kwargs["output_hidden_states"] = output_hidden_states
-        cfg = generation.composite_config(self, generation_config, kwargs)
+        cfg = generation.composite_config(self, self.generation_config if generation_config is None
+                                          else generation_config, kwargs)
         generation.validate_request(self, cfg, input_ids, input_features=input_features, attention_mask=attention_mask)
         if pad_to_max_mel_tokens is not None:
             limit = self.config.decoder_config.max_position_embeddings
@@ -535,8 +646,10 @@ class ClvpModelForConditionalGeneration(ClvpPreTrainedModel, Clvp):
                 )
             speech_ids = F.pad(speech_ids, (0, pad_to_max_mel_tokens - speech_ids.shape[-1]), value=cfg.eos_token_id)
         speech_ids = self.fix_speech_decoder_output(speech_ids)
-        speech_out = self.speech_encoder_model(input_ids=speech_ids, output_hidden_states=cfg.output_hidden_states)
-        text_out = self.text_encoder_model(input_ids=ids, attention_mask=mask, output_hidden_states=cfg.output_hidden_states)
+        speech_out = self.speech_encoder_model(input_ids=speech_ids, output_hidden_states=cfg.output_hidden_states,
+                                               return_dict=True)
+        text_out = self.text_encoder_model(input_ids=ids, attention_mask=mask, output_hidden_states=cfg.output_hidden_states,
+                                           return_dict=True)
         self._check_scores(text_out.embeds, speech_out.embeds)
         return self._output(text_out, speech_out, speech_ids=speech_ids, decoder_hidden_states=result.hidden_states)
 

@@ -86,3 +86,29 @@ class ClvpOutput(ModelOutput):
     decoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     text_encoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     speech_encoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+
+
+@dataclass
+class GenerateDecoderOnlyOutput(ModelOutput):
+    """Greedy search or sampling with ``return_dict_in_generate=True`` (transformers' field order)."""
+
+    sequences: torch.Tensor = None  # (B * num_return_sequences, T): the prompt ids / start code first
+    scores: Optional[Tuple[torch.Tensor, ...]] = None  # per new code (B, V): processed scores (output_scores)
+    logits: Optional[Tuple[torch.Tensor, ...]] = None  # per new code (B, V): raw logits (output_logits)
+    attentions: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None  # per step, per layer (B, H, T_step, T_seen)
+    hidden_states: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None  # per step, per layer (B, T_step, C)
+    past_key_values: Optional[Tuple[Tuple[torch.Tensor, torch.Tensor], ...]] = None  # per layer (B, H, T - 1, D)
+
+
+@dataclass
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    """Beam search with ``return_dict_in_generate=True`` (transformers' field order)."""
+
+    sequences: torch.Tensor = None  # (B * num_return_sequences, T)
+    sequences_scores: Optional[torch.Tensor] = None  # (B * num_return_sequences,) length-penalised log-probs
+    scores: Optional[Tuple[torch.Tensor, ...]] = None  # per step (B * num_beams, V): processed log-probs
+    logits: Optional[Tuple[torch.Tensor, ...]] = None  # per step (B * num_beams, V): raw logits
+    beam_indices: Optional[torch.Tensor] = None  # (B * num_return_sequences, T): beam of each step, -1 past the end
+    attentions: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    hidden_states: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    past_key_values: Optional[Tuple[Tuple[torch.Tensor, torch.Tensor], ...]] = None

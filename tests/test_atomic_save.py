@@ -158,7 +158,8 @@ def test_resave_in_the_other_format_gives_the_new_weights(tmp_path, first, secon
     new = tiny_model(1)
     new.save_pretrained(folder, safe_serialization=second)
     names = set(os.listdir(folder))
-    assert names == {"config.json", "model.safetensors" if second else "pytorch_model.bin"}
+    # generation_config.json: written beside config.json by models that generate, as transformers does
+    assert names == {"config.json", "generation_config.json", "model.safetensors" if second else "pytorch_model.bin"}
     assert_bit_identical(Model.from_pretrained(folder), original_state(new))
     assert leftovers(folder) == []
 
@@ -175,7 +176,8 @@ def test_stale_sharded_weights_are_removed(tmp_path, safe):
     (folder / "model-00002-of-00002.safetensors").write_bytes(b"x")  # not in the index: by its name
     new = tiny_model(1)
     new.save_pretrained(folder, safe_serialization=safe)
-    assert set(os.listdir(folder)) == {"config.json", "model.safetensors" if safe else "pytorch_model.bin"}
+    assert set(os.listdir(folder)) == {"config.json", "generation_config.json",
+                                       "model.safetensors" if safe else "pytorch_model.bin"}
     assert_bit_identical(Model.from_pretrained(folder), original_state(new))
 
 

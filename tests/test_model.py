@@ -286,12 +286,15 @@ def test_config_defaults_equal_oracle_defaults():
     oracle = json.loads(DEFAULT_CONFIGS.read_text())
     assert oracle["oracle"]["transformers"] == "4.46.3"
     for cls in (ClvpEncoderConfig, ClvpDecoderConfig):
-        ours = cls().to_dict()
+        ours = json.loads(cls().to_json_string(use_diff=False))  # JSON form: id2label's keys are strings there too
         theirs = oracle[cls.__name__]
         for key, value in ours.items():
             assert key in theirs, f"{cls.__name__}.{key} is not a transformers config key"
             want = theirs[key]
-            assert (list(value) if isinstance(value, tuple) else value) == want, f"{cls.__name__}.{key}: {value!r} != {want!r}"
+            assert value == want, f"{cls.__name__}.{key}: {value!r} != {want!r}"
+        # and every attribute of transformers' config exists here (the version and attention-backend flags aside)
+        missing = set(theirs) - set(ours) - {"transformers_version", "_attn_implementation_autoset"}
+        assert not missing, f"{cls.__name__} lacks transformers' attributes {sorted(missing)}"
     ours = ClvpConfig().to_dict()
     theirs = oracle["ClvpConfig"]
     for key in ("projection_dim", "logit_scale_init_value", "initializer_factor", "model_type"):

@@ -112,7 +112,7 @@ def test_our_checkpoint_loads_in_oracle(tmp_path):
     assert report["loading_info"] == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [],
                                       "error_msgs": []}
     # the config transformers reads back equals ours, field by field
-    ours = model.config.to_dict()
+    ours = json.loads(model.config.to_json_string(use_diff=False))  # JSON form, like the report (id2label keys)
     theirs = report["config"]
     for sub in ("text_config", "speech_config", "decoder_config"):
         for key, value in ours[sub].items():
