@@ -9,6 +9,7 @@ table to ``bench/results/<stem>-<device>.md`` in a source checkout (or to ``--re
 from __future__ import annotations
 
 import argparse
+import functools
 import datetime as _dt
 import os
 import platform
@@ -24,7 +25,9 @@ HERE = Path(__file__).resolve().parent
 # bench/results/ exists to be committed from a source checkout; an installed package has no such
 # folder to write into (site-packages is not the user's), so there --save needs --results DIR.
 IN_CHECKOUT = (HERE.parent / "pyproject.toml").is_file()
-ORACLE = HERE.parent / ".oracle"  # transformers 4.46.3, installed into a checkout by .ci/run
+# transformers 4.46.3, installed into a checkout by .ci/run; CLVP_ORACLE points elsewhere (bench/gpu.sh installs
+# it from carried wheels on a machine without a package index)
+ORACLE = Path(os.environ.get("CLVP_ORACLE") or HERE.parent / ".oracle")
 
 
 def bench_parser(description: str) -> argparse.ArgumentParser:
@@ -86,8 +89,23 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides the CPU's product speeds
+
+
+def cpu_flags() -> dict:
+    """Which of ``CPU_FLAGS`` /proc/cpuinfo lists for this CPU: {flag: bool}, empty when unreadable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return {f: f in flags for f in CPU_FLAGS}
+    except OSError:
+        pass
+    return {}
+
+
 def conditions(device: str | torch.device = "cpu", **extra) -> dict:
-    """The facts a benchmark figure is meaningless without."""
+    """The facts a benchmark figure is meaningless without (on a CPU also its matrix-instruction flags)."""
     try:
         import triton
 
@@ -103,8 +121,39 @@ def conditions(device: str | torch.device = "cpu", **extra) -> dict:
         "CLVP_KERNELS": os.environ.get("CLVP_KERNELS", "auto"),
         "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "0"),
     }
+    if torch.device(device).type == "cpu":
+        flags = cpu_flags()
+        info["cpu_flags"] = ", ".join(f"{f} {'yes' if flags[f] else 'no'}" for f in CPU_FLAGS) if flags else "unknown"
+    else:  # every GPU table carries the card's own ceilings, measured in the same process
+        info.update(device_ceilings(str(torch.device(device))))
     info.update({k: str(v) for k, v in extra.items()})
     return info
+
+
+@functools.cache
+def device_ceilings(device: str) -> dict:
+    """The measured copy bandwidth and matrix-product peaks of a CUDA device (once per process)."""
+    dev = torch.device(device)
+    bf16, fp32 = matmul_peak(torch.bfloat16, dev), matmul_peak(torch.float32, dev)
+    return {
+        "measured_copy_bandwidth": f"{copy_bandwidth(dev) / 1e9:.0f} GB/s (1 GiB device-to-device copy, read + write)",
+        "measured_matmul_peak": f"bf16 {bf16 / 1e12:.0f} TFLOP/s, fp32 {fp32 / 1e12:.1f} TFLOP/s "
+                                f"(8192^3 product; fp32 with allow_tf32={torch.backends.cuda.matmul.allow_tf32})",
+    }
+
+
+def matmul_peak(dtype, device) -> float:
+    """Measured FLOP/s of a large square matrix product in ``dtype`` (the compute ceiling quoted against)."""
+    device = torch.device(device)
+    n = 8192 if device.type == "cuda" else (2048 if dtype == torch.float32 else 512)  # CPUs without
+    # AVX-512 BF16 / FP16 emulate 16-bit matmuls at well under 1 GFLOP/s: keep that measurement short
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    if device.type == "cuda":
+        t = cuda_time(lambda: a @ b)[0]
+    else:
+        t = time_fn(lambda: a @ b, warmup=1, repeat=3)["median"]
+    return 2.0 * n**3 / t
 
 
 def sync(device):

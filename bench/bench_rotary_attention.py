@@ -29,8 +29,8 @@ import re
 import torch
 import torch.nn.functional as F
 
-from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, device_name, import_oracle, markdown_table,
-                                progress, results_dir, time_fn, write_result)
+from clvp.bench._common import (ORACLE, bench_parser, conditions, cuda_time, device_name, import_oracle,
+                                markdown_table, matmul_peak, progress, results_dir, time_fn, write_result)
 from clvp.kernels.rotary_attention import apply_rotary_ref, rotary_angles, rotary_attention_ref, rotary_tables
 
 HEADS, HEAD_DIM, ROT_DIM = 12, 64, 32
@@ -77,19 +77,6 @@ def hf_attention(dtype, device):
     return ClvpSelfAttention(config).to(device=device, dtype=dtype).eval(), ""
 
 
-def peak_matmul_flops(dtype, device) -> float:
-    """Measured FLOP/s of a large square matrix product in ``dtype`` (the compute ceiling quoted against)."""
-    n = 8192 if device.type == "cuda" else (2048 if dtype == torch.float32 else 512)  # CPUs without
-    # AVX-512 BF16 / FP16 emulate 16-bit matmuls at well under 1 GFLOP/s: keep that measurement short
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    if device.type == "cuda":
-        t = cuda_time(lambda: a @ b)[0]
-    else:
-        t = time_fn(lambda: a @ b, warmup=1, repeat=3)["median"]
-    return 2.0 * n**3 / t
-
-
 def short_gpu_name(device) -> str:
     match = re.search(r"\b([A-Z]{1,2}\d{2,4})\b", torch.cuda.get_device_name(device))
     return match.group(1).lower() if match else "cuda"
@@ -128,7 +115,7 @@ def main(argv=None):
     rows, notes, peaks = [], [], {}
     for dname in dtype_names:
         dtype = DTYPES[dname]
-        peaks[dname] = peak_matmul_flops(dtype, device)
+        peaks[dname] = matmul_peak(dtype, device)
         hf_module, hf_why = (None, "--no-hf") if args.no_hf else hf_attention(dtype, device)
         for b in batches:
             for t in lengths:
@@ -197,7 +184,7 @@ def main(argv=None):
         "(8 B T 768^2 FLOP more), so its TFLOP/s understates that module's arithmetic rate.",
     ]
     if not cuda and "bf16" not in dtype_names:
-        bf16_peak = peak_matmul_flops(torch.bfloat16, device)
+        bf16_peak = matmul_peak(torch.bfloat16, device)
         text_notes.append(
             f"bf16 not timed by default on a CPU: a bf16 matmul runs at {bf16_peak / 1e9:.3g} GFLOP/s on this one "
             f"(fp32: {peaks.get('fp32', 0) / 1e9:.3g} GFLOP/s); pass --dtypes fp32,bf16 to time it anyway."

@@ -41,7 +41,11 @@ ACT = {
 
 
 class ClvpRMSNorm(nn.Module):
-    """``w * x * rsqrt(mean(x^2) + eps)`` with float32 statistics (transformers' formula, §2.3)."""
+    """``w * x * rsqrt(mean(x^2) + eps)`` with float32 statistics (transformers' formula, §2.3).
+
+    Through torch's ``rms_norm`` (float32 statistics; a fused kernel where torch has one): in float32
+    the same bits as transformers' four-pass formula; in bfloat16 / float16 the product with ``w`` is
+    rounded once instead of twice (at most one unit in the last place apart, docs/speed.md §9)."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
@@ -49,9 +53,11 @@ class ClvpRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * xf.to(x.dtype)
+        if x.dtype == self.weight.dtype:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)
+        # mixed dtypes (e.g. float32 weights, bfloat16 activations) have no fused kernel, and
+        # transformers' product then promotes to the wider dtype
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.variance_epsilon).to(x.dtype)
 
 
 class ClvpRotaryPositionalEmbedding(nn.Module):
@@ -151,7 +157,9 @@ class ClvpSelfAttention(nn.Module):
         q, k, v = self.qkv(x)  # (B, H, T, D) each
         if not self.causal:
             cos, sin = rope if rope is not None else (None, None)
-            y = kernels.rotary_attention(q, k, v, cos, sin, key_padding_mask, scale=self.scale)
+            # q, k, v are this call's own fresh projections: the eager path rotates them in place
+            # (no copies); SDPA then returns the (B, T, H, D) layout, so ``merge`` is a view
+            y = kernels.rotary_attention(q, k, v, cos, sin, key_padding_mask, scale=self.scale, in_place=True)
         elif cache is not None and x.shape[1] == 1:  # decode step
             k_all, v_all = cache.update(input_pos, k, v)  # (B, H, T_max, D)
             lengths = (input_pos + 1).to(torch.int32).expand(x.shape[0]).contiguous()  # (B,) valid entries per row
@@ -175,8 +183,11 @@ class ClvpEncoderMLP(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x):
-        a, g = self.fc1.proj(x).chunk(2, dim=-1)  # (B, T, I) each
-        h = a * self.act(g)
+        a, g = self.fc1.proj(x).chunk(2, dim=-1)  # (B, T, I) views of one (B, T, 2I) product
+        h = self.act(g)  # (B, T, I), fresh
+        # without autograd the activation's fresh output takes the product (one (B, T, I) buffer, not
+        # two); with it, relu's and tanh's backward read that output, so it must stay unchanged
+        h = h * a if torch.is_grad_enabled() else h.mul_(a)
         if self.training:
             h = F.dropout(h, p=self.dropout)
         return self.fc2(h)
@@ -244,13 +255,18 @@ class Encoder(nn.Module):
         self.projection = Linear(config.hidden_size, config.projection_dim, bias=False)
 
     def rope(self, length: int, device, position_ids: Optional[torch.Tensor] = None):
-        """(cos, sin) for positions 0..length-1, or for ``position_ids`` (B|1, T); None without rotary."""
+        """(cos, sin) for positions 0..length-1, or for ``position_ids`` (B|1, T); None without rotary.
+
+        The choice between shared and per-row tables is made from the shape alone: B > 1 rows of
+        ``position_ids`` always get per-row tables, even when the rows are equal, because finding
+        that out would read the tensor on the host (a device sync, a graph break under
+        torch.compile). The numbers are the same either way (the same rotation, broadcast)."""
         if self.rotary_pos_emb is None:
             return None
         if position_ids is None:
             return self.rotary_pos_emb(torch.arange(length, device=device))  # (T, R) each
         position_ids = position_ids.reshape(-1, length)
-        if position_ids.shape[0] == 1 or bool((position_ids == position_ids[:1]).all()):
+        if position_ids.shape[0] == 1:
             return self.rotary_pos_emb(position_ids[0])  # (T, R) each
         return self.rotary_pos_emb(position_ids[:, None, :])  # (B, 1, T, R) each: per-row positions
 
@@ -272,24 +288,44 @@ class Encoder(nn.Module):
         return last, pooled, self.projection(pooled)
 
     def embeds(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """input_ids (B, T) -> the unnormalised embedding (B, P) that CLVP scores."""
+        """input_ids (B, T) -> the unnormalised embedding (B, P) that CLVP scores. attention_mask
+        (B, T) 0/1 (or None) with a 1 in every row: its values are the caller's to check
+        (``check_key_padding_mask``), so that this makes no host read."""
         x = self.token_embedding(input_ids)  # (B, T, C)
         mask = key_padding_mask(attention_mask, *input_ids.shape)
         return self.encode(x, self.rope(input_ids.shape[1], x.device), mask)[2]
 
 
+def value_checks() -> bool:
+    """Whether the checks that read tensor values on the host run: always, except while
+    torch.compile traces. Such a check is a device sync and a graph break; the boundary functions
+    below are the only ones that make them (the core's forwards make none, docs/architecture.md §4),
+    and a caller who compiles a boundary function (e.g. ``ClvpEncoder.forward``) takes on its checks."""
+    return not torch.compiler.is_compiling()
+
+
 def key_padding_mask(attention_mask: Optional[torch.Tensor], batch: int, length: int) -> Optional[torch.Tensor]:
-    """Validate a (B, T) 0/1 mask -> (B, T) bool, True = attend; None when it masks nothing (the fast path)."""
+    """The core's view of a (B, T) 0/1 mask: (B, T) bool, True = attend; None for None. Shape
+    checked, values not read (no host sync): ``check_key_padding_mask`` validates them at the boundary."""
     if attention_mask is None:
         return None
     if attention_mask.shape != (batch, length):
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, seq_len) = {(batch, length)}")
-    keep = attention_mask.bool()
-    if bool(keep.all()):
-        return None
-    if not bool(keep.any(dim=-1).all()):
+    return attention_mask.bool()  # (B, T)
+
+
+def check_key_padding_mask(attention_mask: Optional[torch.Tensor], batch: int, length: int) -> Optional[torch.Tensor]:
+    """The boundary's check of a (B, T) 0/1 mask (one host read): every row keeps a token. Returns
+    None when it masks nothing (the fast path: no mask operand at all), else the (B, T) bool mask.
+    While torch.compile traces (``value_checks``) nothing is read and the mask is passed on as is:
+    the same numbers, the masked path (attention with an all-True mask equals attention without one)."""
+    keep = key_padding_mask(attention_mask, batch, length)
+    if keep is None or not value_checks():
+        return keep
+    masks_nothing, every_row_kept = torch.stack((keep.all(), keep.any(dim=-1).all())).tolist()  # one host read
+    if not every_row_kept:
         raise ValueError("every row of attention_mask needs at least one 1 (a row that masks all tokens has no output)")
-    return keep
+    return None if masks_nothing else keep
 
 
 def pad_extra_bos_eos_tokens(input_ids, attention_mask=None, pad_token_id=0, bos_token_id=255, eos_token_id=0,
@@ -314,7 +350,9 @@ def pad_extra_bos_eos_tokens(input_ids, attention_mask=None, pad_token_id=0, bos
 
 def check_ids(ids: torch.Tensor, vocab_size: Optional[int], what: str) -> None:
     """Raise a TypeError for anything but a torch.long / torch.int32 tensor, and a ValueError (not an
-    IndexError from inside torch) for no ids or ids outside ``[0, vocab_size)`` (unchecked for None)."""
+    IndexError from inside torch) for no ids or ids outside ``[0, vocab_size)`` (unchecked for None).
+    A boundary check: the vocabulary costs one host read (skipped while torch.compile traces,
+    see ``value_checks``); the core's forwards do not call it."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of integer ids, got {type(ids).__name__}; "
                         "convert it with torch.as_tensor")
@@ -323,9 +361,9 @@ def check_ids(ids: torch.Tensor, vocab_size: Optional[int], what: str) -> None:
     if ids.numel() == 0:
         raise ValueError(f"{what} is empty (shape {tuple(ids.shape)}; did the text tokenize to nothing?): "
                          "pass at least one token per row")
-    if vocab_size is None:
+    if vocab_size is None or not value_checks():
         return
-    lo, hi = int(ids.min()), int(ids.max())
+    lo, hi = torch.stack((ids.min(), ids.max())).tolist()  # one host read
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{what} contains id {bad}, outside the vocabulary of size {vocab_size} (allowed 0..{vocab_size - 1})")
@@ -379,20 +417,28 @@ class ClvpConditioningEncoder(nn.Module):
             h = h + attn(n.transpose(1, 2)).transpose(1, 2)
         return h[:, :, 0]
 
+    def check_text(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> None:
+        """The length check of ``text_embeds``' inputs, made at the API boundary with ``check_ids``
+        (one host read, skipped while torch.compile traces): the text's position ids (those of its
+        unmasked tokens, plus the added bos and eos) inside the position table."""
+        if not value_checks():
+            return
+        tokens = input_ids.shape[1] if attention_mask is None else int(attention_mask.long().sum(-1).max())
+        if tokens + 2 > self.decoder_config.max_text_tokens:  # the last position id is tokens + 1
+            raise ValueError(
+                f"text of {input_ids.shape[1] + 2} tokens (with the added bos/eos) exceeds the conditioning encoder's "
+                f"{self.decoder_config.max_text_tokens} text positions"
+            )
+
     def text_embeds(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """input_ids (B, T) -> (B, T + 2, C): bos and eos added, token + position embeddings."""
-        check_ids(input_ids, self.text_config.vocab_size, "input_ids")
+        """input_ids (B, T) -> (B, T + 2, C): bos and eos added, token + position embeddings.
+        No host read: the callers check the values first (``check_text``)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         ids, mask = pad_extra_bos_eos_tokens(
             input_ids, attention_mask, bos_token_id=self.text_config.bos_token_id, eos_token_id=self.text_config.eos_token_id
         )
-        positions = mask.long().cumsum(-1) - 1
-        if int(positions.max()) >= self.decoder_config.max_text_tokens:
-            raise ValueError(
-                f"text of {ids.shape[1]} tokens (with the added bos/eos) exceeds the conditioning encoder's "
-                f"{self.decoder_config.max_text_tokens} text positions"
-            )
+        positions = mask.long().cumsum(-1) - 1  # (B, T + 2)
         return self.text_token_embedding(ids) + self.text_position_embedding(positions)
 
     def forward(self, input_features, input_ids=None, inputs_embeds=None, attention_mask=None):
@@ -437,24 +483,36 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList([ClvpDecoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
+    def check_inputs(self, input_ids=None, position_ids=None) -> None:
+        """The value checks of ``embed``'s inputs, made at the API boundary (host reads, skipped while
+        torch.compile traces): ids inside the vocabulary, given position ids inside the position table."""
+        if input_ids is not None:
+            check_ids(input_ids, self.config.vocab_size, "input_ids")
+        if position_ids is None or not isinstance(position_ids, torch.Tensor) or not value_checks():
+            return
+        lo, hi = torch.stack((position_ids.min(), position_ids.max())).tolist()  # one host read
+        if hi >= self.config.max_position_embeddings or lo < 0:
+            raise ValueError(
+                f"position ids up to {hi} exceed the decoder's {self.config.max_position_embeddings} positions"
+            )
+
     def embed(self, input_ids=None, inputs_embeds=None, position_ids=None, past_length: int = 0, token_type_ids=None):
-        """Token (or given) embeddings plus position embeddings: (B, T, C)."""
+        """Token (or given) embeddings plus position embeddings: (B, T, C). Shapes checked here;
+        values by the callers (``check_inputs``), so that this makes no host read."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
-            check_ids(input_ids, self.config.vocab_size, "input_ids")
             x = self.input_embeds_layer(input_ids)  # (B, T, C)
         else:
             x = inputs_embeds
         t = x.shape[1]
         if position_ids is None:
+            if past_length + t > self.config.max_position_embeddings:  # host integers: no sync
+                raise ValueError(f"position ids up to {past_length + t - 1} exceed the decoder's "
+                                 f"{self.config.max_position_embeddings} positions")
             position_ids = torch.arange(past_length, past_length + t, device=x.device)[None]  # (1, T)
-        if int(position_ids.max()) >= self.config.max_position_embeddings or int(position_ids.min()) < 0:
-            raise ValueError(
-                f"position ids up to {int(position_ids.max())} exceed the decoder's {self.config.max_position_embeddings} positions"
-            )
         x = x + self.position_embeds_layer(position_ids)
         if token_type_ids is not None:
             x = x + self.input_embeds_layer(token_type_ids)

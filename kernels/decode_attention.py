@@ -16,13 +16,14 @@ are computed inside the kernel from that row's length.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from ._checks import FLOAT_DTYPES, check_head_dim, check_is_tensor, check_same_device, check_same_dtype, check_shape, \
     check_tensor, check_triton
-from ._triton import LOG2E, tl, triton
+from ._triton import LOG2E, launch, tl, triton
 
 _jit = triton.jit
 
@@ -37,15 +38,15 @@ def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
         scale: softmax scale, default ``D ** -0.5``.
     Returns:
         (B, H, D) in q's dtype.
-    Memory traffic: reads ``lengths.max()`` keys and values of every row (the kernel reads only
-    each row's own valid prefix).
+    The mask covers the whole static cache, so nothing here reads ``lengths`` on the host (no
+    device sync; a decode step built on it compiles into one graph). The masked entries get zero
+    weight, but are multiplied by it: they must be finite, as the model's zero-initialised caches are.
+    Memory traffic: reads all ``T_max`` keys and values of every row (the kernel reads only each
+    row's own valid prefix).
     """
-    t = int(lengths.max())
-    keys = torch.arange(t, device=q.device)
-    mask = (keys[None, :] < lengths[:, None].to(q.device))[:, None, None, :]  # (B, 1, 1, t)
-    out = F.scaled_dot_product_attention(
-        q[:, :, None, :], k_cache[:, :, :t], v_cache[:, :, :t], attn_mask=mask, scale=scale
-    )  # (B, H, 1, D)
+    keys = torch.arange(k_cache.shape[2], device=q.device)  # (T_max,)
+    mask = (keys[None, :] < lengths[:, None].to(q.device))[:, None, None, :]  # (B, 1, 1, T_max)
+    out = F.scaled_dot_product_attention(q[:, :, None, :], k_cache, v_cache, attn_mask=mask, scale=scale)  # (B, H, 1, D)
     return out[:, :, 0]
 
 
@@ -199,6 +200,11 @@ def _num_splits(batch_heads: int, t_max: int, device: torch.device) -> int:
         target = _PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     else:
         target = 4
+    return _num_splits_for(batch_heads, t_max, target)
+
+
+def _num_splits_for(batch_heads: int, t_max: int, target: int) -> int:
+    """The split count for ``target`` programs: ``ceil(target / (B * H))``, capped as ``_num_splits`` says."""
     cap = max(1, min(_MAX_SPLITS, triton.cdiv(t_max, _MIN_CHUNK)))
     return max(1, min(cap, triton.cdiv(target, batch_heads)))
 
@@ -208,6 +214,22 @@ def _block_n(t_max: int, num_splits: int, head_dim: int) -> int:
     elements per thread at 4 warps), no longer than a chunk needs, at least 16."""
     cap = max(16, 4096 // triton.next_power_of_2(head_dim))  # D=64 -> 64, D=128 -> 32, D=16 -> 256
     return max(16, min(cap, 128, triton.next_power_of_2(triton.cdiv(t_max, num_splits))))
+
+
+def _launch_options(block_n: int, head_dim: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(num_warps, NUM_STAGES) of the split kernel: 4 warps for a 64 x 64 tile; cp.async software
+    pipelining of the K/V tiles (the loop is a tl.range): with 3 stages two tiles are in flight while
+    one is used, 32 KiB of shared memory per 16-bit 64 x 64 program; float32 tiles are twice the bytes,
+    so 2 stages keep about as many programs resident. (bench/results/compile_sm90.md: no spills.)"""
+    num_warps = max(1, min(8, block_n * triton.next_power_of_2(head_dim) // 1024))
+    num_stages = 3 if dtype.itemsize <= 2 else 2
+    return num_warps, num_stages
+
+
+def _merge_options(num_splits: int, head_dim: int) -> tuple[int, int]:
+    """(BLOCK_S, num_warps) of the merge kernel: the splits padded to a power of two."""
+    block_s = triton.next_power_of_2(num_splits)
+    return block_s, max(1, min(4, block_s * triton.next_power_of_2(head_dim) // 1024))
 
 
 def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
@@ -255,7 +277,8 @@ def decode_attention(q, k_cache, v_cache, lengths, *, scale=None):
         raise TypeError(f"{op}: scale must be a Python number or None, got {type(scale).__name__}")
     # The values of lengths are checked only where that costs no device sync (CPU tensors): on
     # CUDA a check would stall the stream and break graph capture, and the kernel clamps to T_max.
-    if lengths.device.type == "cpu" and B > 0:
+    # (Nor while torch.compile traces: its fake tensors have no values.)
+    if lengths.device.type == "cpu" and B > 0 and not torch.compiler.is_compiling():
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 1 or hi > t_max:
             raise ValueError(f"{op}: lengths must lie in [1, T_max={t_max}], got min {lo}, max {hi}")
@@ -281,14 +304,10 @@ def _decode_attention(q, k_cache, v_cache, lengths, scale, num_splits, block_n):
         part_acc = part_m = part_l = out  # unused: the single chunk writes OUT directly
     scale = D**-0.5 if scale is None else float(scale)
     block_d = triton.next_power_of_2(D)
-    num_warps = max(1, min(8, block_n * block_d // 1024))  # 4 warps for a 64 x 64 tile
-    # cp.async software pipelining of the K/V tiles (the loop is a tl.range): with 3 stages two
-    # tiles are in flight while one is used, 32 KiB of shared memory per 16-bit 64 x 64 program;
-    # float32 tiles are twice the bytes, so 2 stages keep about as many programs resident
-    num_stages = 3 if q.element_size() <= 2 else 2
+    num_warps, num_stages = _launch_options(block_n, D, q.dtype)
 
     grid = (B * H, num_splits)
-    _decode_attn_split_kernel[grid](
+    launch(_decode_attn_split_kernel)[grid](
         q, k_cache, v_cache, lengths, out, part_acc, part_m, part_l,
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), k_cache.stride(3),
@@ -300,12 +319,28 @@ def _decode_attention(q, k_cache, v_cache, lengths, scale, num_splits, block_n):
         num_warps=num_warps,
     )
     if num_splits > 1:
-        block_s = triton.next_power_of_2(num_splits)
-        _decode_attn_merge_kernel[(B * H,)](
+        block_s, merge_warps = _merge_options(num_splits, D)
+        launch(_decode_attn_merge_kernel)[(B * H,)](
             part_acc, part_m, part_l, out,
             out.stride(0), out.stride(1), out.stride(2),
             H,
             HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, BLOCK_S=block_s,
-            num_warps=max(1, min(4, block_s * block_d // 1024)),
+            num_warps=merge_warps,
         )
     return out
+
+
+# The launcher registered as the op ``clvp::decode_attention`` (what ``kernels.decode_attention``
+# calls on the Triton path): torch.compile and CUDA graphs trace it as one node with the fake
+# implementation below, and the AOT pass (inductor) sees the kernels through ``launch``.
+@torch.library.triton_op("clvp::decode_attention", mutates_args=())
+def decode_attention_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
+                        scale: Optional[float] = None) -> torch.Tensor:
+    """:func:`decode_attention` as a torch.library op: q (B, H, D), caches (B, H, T_max, D),
+    lengths (B,) -> (B, H, D)."""
+    return decode_attention(q, k_cache, v_cache, lengths, scale=scale)
+
+
+@decode_attention_op.register_fake
+def _decode_attention_fake(q, k_cache, v_cache, lengths, scale=None):
+    return torch.empty(tuple(q.shape), dtype=q.dtype, device=q.device)  # (B, H, D), contiguous as the launcher's

@@ -11,11 +11,12 @@ File layout: eager reference (fallback and oracle), then the Triton kernel, then
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 
 from ._checks import FLOAT_DTYPES, check_same_device, check_shape, check_tensor, check_triton
-from ._triton import tl, triton, triton_interpreter
+from ._triton import launch, tl, triton, triton_interpreter
 
 LOG_CLAMP = 1e-5  # log(max(mel, 1e-5)): Tortoise's and Hugging Face's floor
 _REF_FRAMES = 128  # frames per DFT call in the reference on the CPU (cache-sized blocks)
@@ -272,6 +273,23 @@ _CUDA_BLOCKS = dict(BLOCK_T=16, BLOCK_M=32, BLOCK_K=64, num_warps=4)
 _INTERPRETER_BLOCKS = dict(BLOCK_T=64, BLOCK_M=128, BLOCK_K=128)
 
 
+def _blocks(n_fft: int, blocks: dict) -> dict:
+    """``blocks`` with BLOCK_M and BLOCK_K no larger than n_fft / 4 needs (at least 16, tl.dot's minimum)."""
+    q = max(16, triton.next_power_of_2(n_fft // 4))
+    return {**blocks, "BLOCK_M": min(blocks["BLOCK_M"], q), "BLOCK_K": min(blocks["BLOCK_K"], q)}
+
+
+def _cuda_blocks(n_fft: int) -> dict:
+    """The CUDA launch's blocks and options for ``n_fft`` (what bench/compile_sm90.py compiles)."""
+    return _blocks(n_fft, _CUDA_BLOCKS)
+
+
+def _padded_quarter(n_fft: int, blocks: dict) -> int:
+    """QP: n_fft / 4 rounded up to a multiple of the larger of BLOCK_M and BLOCK_K (the tables' side)."""
+    step = max(blocks["BLOCK_M"], blocks["BLOCK_K"])
+    return triton.cdiv(n_fft // 4, step) * step
+
+
 @functools.lru_cache(maxsize=16)
 def _dft_tables(n_fft: int, qp: int, device: torch.device) -> torch.Tensor:
     """(4, qp, qp) float32: cos/sin(2π k n / n_fft) for even n = 2m, then odd n = 2m + 1; m, k < n_fft/4.
@@ -355,12 +373,10 @@ def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length
     if B == 0:
         return out
     interpreting = triton_interpreter()
-    blocks = dict(_INTERPRETER_BLOCKS if interpreting or not waveforms.is_cuda else _CUDA_BLOCKS)
-    q = n_fft // 4
-    blocks["BLOCK_M"] = min(blocks["BLOCK_M"], max(16, triton.next_power_of_2(q)))
-    blocks["BLOCK_K"] = min(blocks["BLOCK_K"], max(16, triton.next_power_of_2(q)))
-    qp = triton.cdiv(q, max(blocks["BLOCK_M"], blocks["BLOCK_K"])) * max(blocks["BLOCK_M"], blocks["BLOCK_K"])
-    tables = _dft_tables(n_fft, qp, device)
+    blocks = _blocks(n_fft, _INTERPRETER_BLOCKS if interpreting or not waveforms.is_cuda else _CUDA_BLOCKS)
+    qp = _padded_quarter(n_fft, blocks)
+    # while torch.compile traces, cached tables would be fake tensors left in the cache: build them in the graph
+    tables = (_dft_tables.__wrapped__ if torch.compiler.is_compiling() else _dft_tables)(n_fft, qp, device)
     t_tiles = triton.cdiv(n_frames, blocks["BLOCK_T"])
     k_chunks = qp // blocks["BLOCK_K"]
     if k_split is None:
@@ -374,13 +390,15 @@ def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length
     block_mel = max(16, triton.next_power_of_2(n_mels))
     if k_split > 1:
         ws = torch.empty(B * t_tiles * k_split * blocks["BLOCK_T"] * block_mel, dtype=torch.float32, device=device)
-        count = _counters(device, B * t_tiles)
+        # traced: fresh zeroed counters in the graph (the shared buffer is state a graph cannot hold)
+        count = torch.zeros(B * t_tiles, dtype=torch.int32, device=device) if torch.compiler.is_compiling() \
+            else _counters(device, B * t_tiles)
     else:
         ws = count = out  # never read
     norms = mel_norms if mel_norms is not None else window  # never read without norms
 
     grid = (t_tiles, k_split, B)
-    _log_mel_kernel[grid](
+    launch(_log_mel_kernel)[grid](
         waveforms, window, tables, mel_filters, norms, out, ws, count,
         *waveforms.stride(), window.stride(0), *mel_filters.stride(), norms.stride(0), *out.stride(),
         n_samples, max(2 * (n_samples - 1), 1), n_frames, n_mels, hop_length, chunks_per_split,
@@ -388,3 +406,20 @@ def log_mel(waveforms, window, mel_filters, mel_norms=None, *, n_fft, hop_length
         BLOCK_MEL=block_mel, **blocks,
     )
     return out
+
+
+# The launcher registered as the op ``clvp::log_mel`` (what ``kernels.log_mel`` calls on the Triton
+# path): torch.compile traces it as one node with the fake implementation below, and the AOT pass
+# (inductor) sees the kernel through ``launch``.
+@torch.library.triton_op("clvp::log_mel", mutates_args=())
+def log_mel_op(waveforms: torch.Tensor, window: torch.Tensor, mel_filters: torch.Tensor,
+               mel_norms: Optional[torch.Tensor], n_fft: int, hop_length: int) -> torch.Tensor:
+    """:func:`log_mel` as a torch.library op: waveforms (B, N) -> (B, n_mels, 1 + N // hop_length) float32."""
+    return log_mel(waveforms, window, mel_filters, mel_norms, n_fft=n_fft, hop_length=hop_length)
+
+
+@log_mel_op.register_fake
+def _log_mel_fake(waveforms, window, mel_filters, mel_norms, n_fft, hop_length):
+    n_frames = 1 + (waveforms.shape[1] + 2 * (n_fft // 2) - n_fft) // hop_length
+    b, n_mels = waveforms.shape[0], mel_filters.shape[1]
+    return waveforms.new_empty((b, n_mels, n_frames), dtype=torch.float32)  # (B, n_mels, frames)

@@ -13,13 +13,14 @@ blocks), then their launchers, then the autograd wrapper ``rotary_attention_auto
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from ._checks import (FLOAT_DTYPES, check_head_dim, check_same_device, check_same_dtype, check_shape, check_tensor,
                       check_triton)
-from ._triton import LOG2E, tl, triton, triton_interpreter
+from ._triton import LOG2E, launch, tl, triton, triton_interpreter
 
 ROTARY_BASE = 10000  # angles t * ROTARY_BASE^(-2i/R)
 
@@ -59,24 +60,36 @@ def rotary_tables(positions, rotary_dim: int, device=None) -> tuple[torch.Tensor
     return emb.cos(), emb.sin()
 
 
-def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``R = cos.shape[-1]`` channels of ``x`` (..., T, D) by angles (T, R).
+def apply_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``R = cos.shape[-1]`` channels of ``x`` (..., T, D) by angles (T, R), in place;
+    returns ``x``. The channels past R are not touched.
 
-    The rotation runs in float32 and the result is cast back to ``x.dtype`` (float64 inputs, the
-    tests' up-precision oracle, rotate in float64 instead, so that oracle and its autograd are
-    float64 throughout, e.g. for ``torch.autograd.gradcheck``).
+    Half-split rotation with x1 = x[..., :R/2], x2 = x[..., R/2:R] and the tables' halves:
+    ``[x1 | x2] -> [x1 * cos1 - x2 * sin1 | x2 * cos2 + x1 * sin2]``. Both halves are computed in
+    float32 before either is written, then cast back to ``x.dtype`` (one rounding; float64 inputs,
+    the tests' up-precision oracle, rotate in float64, so that oracle and its autograd are float64
+    throughout, e.g. for ``torch.autograd.gradcheck``). Working on the halves as views needs no
+    ``rotate_half`` copy (no concatenation, no negated copy) and leaves the pass-through channels
+    where they are.
     """
-    rot = cos.shape[-1]
-    half = rot // 2
-    xr = x[..., :rot].to(torch.promote_types(x.dtype, torch.float32))  # (..., T, R)
-    rotated = torch.cat((-xr[..., half:], xr[..., :half]), dim=-1)  # rotate_half: [x1|x2] -> [-x2|x1]
-    out = xr * cos + rotated * sin
-    if rot == x.shape[-1]:
-        return out.to(x.dtype)
-    return torch.cat((out.to(x.dtype), x[..., rot:]), dim=-1)
+    half = cos.shape[-1] // 2
+    work = torch.promote_types(x.dtype, torch.float32)
+    x1, x2 = x[..., :half], x[..., half:2 * half]  # views (..., T, R/2)
+    w1, w2 = x1.to(work), x2.to(work)  # the same memory when x is already float32 / float64
+    r1 = w1 * cos[..., :half] - w2 * sin[..., :half]
+    r2 = w2 * cos[..., half:] + w1 * sin[..., half:]
+    x1.copy_(r1)
+    x2.copy_(r2)
+    return x
 
 
-def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
+def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rotary_` on a copy of ``x`` (same strides): x (..., T, D), cos, sin (T, R) or
+    broadcastable (e.g. (B, 1, T, R) per-row tables) -> (..., T, D) in x's dtype; x is not modified."""
+    return apply_rotary_(x.clone(), cos, sin)
+
+
+def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, in_place=False):
     """Eager reference: rotate q, k, v, then ``scaled_dot_product_attention``.
 
     Arguments:
@@ -85,13 +98,19 @@ def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, 
         key_padding_mask: (B, T), nonzero = attend to that key; None attends everywhere.
             Every row must keep at least one key.
         scale: softmax scale, default ``D ** -0.5``.
+        in_place: q, k and v are the caller's scratch (fresh projections nobody else reads, as in
+            ``ClvpSelfAttention``): rotate them where they lie instead of in copies. Same numbers,
+            bit for bit; saves a copy of q, k and v per call, the largest elementwise cost of an
+            encoder layer on the CPU (docs/speed.md §9).
     Returns:
-        (B, H, T, D) in q's dtype.
-    Memory traffic: reads q, k, v and writes out once each, plus one extra read and write of q, k
-    and v for the rotation (the fused kernel saves those).
+        (B, H, T, D) in q's dtype. With q, k, v viewed from (B, T, H, D) projections, SDPA returns
+        the same (B, T, H, D) layout, so merging the heads back is a view.
+    Memory traffic: reads q, k, v and writes out once each, plus the rotation: a read and write of
+    the first R channels (and, without ``in_place``, a copy of q, k and v); the fused kernel saves those.
     """
     if cos is not None:
-        q, k, v = (apply_rotary_ref(t, cos, sin) for t in (q, k, v))
+        rotate = apply_rotary_ if in_place else apply_rotary_ref
+        q, k, v = (rotate(t, cos, sin) for t in (q, k, v))
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
@@ -217,7 +236,7 @@ def _rotary_attention_kernel(
     HALF_BLOCK: tl.constexpr,  # R / 2 padded to a power of two >= 16 (tl.dot's minimum)
     PASS_BLOCK: tl.constexpr,  # D - R padded likewise
     HAS_MASK: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs (no TF32 rounding), else "tf32" (ignored)
+    DOT_PRECISION: tl.constexpr,  # float32 inputs: "ieee" (exact) or "tf32" (allow_tf32); 16-bit: ignored
     EMULATE_BF16: tl.constexpr,  # interpreter + bfloat16 only: bf16 values carried in float32 (see launcher)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -594,33 +613,75 @@ def _rotary_attention_bwd_dq_kernel(
                     dqp * sm_scale, EMULATE_BF16)
 
 
-# Launch configurations. On CUDA a small list is autotuned per (T bucket, D, R, mask, dtype).
-# Chosen from sm_90 compiles of this kernel (ptxas -v, bf16, D = 64, R = 32; not yet timed on a GPU):
-# 64-128 query rows per program give each K/V tile enough tensor-core work while
-# B * H * cdiv(T, BLOCK_M) still fills 132 SMs at B = 16, T = 350; 8 warps for 128-row tiles keep
-# the fp32 accumulators and scores in registers (4 warps spill a little); 3-4 stages pipeline the
-# K/V loads (53-90 KB of shared memory). Configs that do not fit (float32 inputs need about twice
-# the shared memory) fail to compile and the autotuner skips them.
+# Launch configurations, per kind of dot: "16-bit" (float16/bfloat16 inputs on tensor cores), "tf32"
+# (float32 inputs with TF32 dots, what the dispatch runs for float32 on CUDA when torch allows TF32)
+# and "ieee" (float32 with exact float32 dots: FMA loops, no tensor cores; only CLVP_KERNELS=triton
+# runs it, kernels/__init__.py). Every entry is checked by compiling it for sm_90
+# (bench/compile_sm90.py, tests/test_compile_sm90.py; figures in bench/results/compile_sm90.md):
+# it must fit sm_90's 227 KiB of shared memory per block (a config over it would fail at launch),
+# and the 16-bit and TF32 ones must not spill registers. Not yet timed on a GPU.
 # In Triton's interpreter (CPU tests) one fixed small config keeps the simulation fast while still
 # crossing several query and key blocks at the test lengths.
-_CUDA_CONFIGS = (  # (BLOCK_M, BLOCK_N, num_warps, num_stages)
-    (128, 64, 8, 3),
-    (128, 128, 8, 3),
-    (128, 64, 4, 3),
-    (128, 32, 4, 4),
-    (64, 64, 4, 3),
-    (64, 64, 4, 4),
-    (64, 128, 4, 3),
-    (64, 32, 4, 4),
-)
+_CUDA_CONFIGS = {  # dot kind -> forward autotune list of (BLOCK_M, BLOCK_N, num_warps, num_stages)
+    # 64-128 query rows per program give each K/V tile enough tensor-core work while
+    # B * H * cdiv(T, BLOCK_M) still fills 132 SMs at B = 16, T = 350; 3-4 stages pipeline the K/V loads.
+    # (128, 64, 4 warps) compiled to exactly 255 registers, the ceiling, and 128 x 128 at 4 warps spills:
+    # neither is listed.
+    "16-bit": (
+        (128, 64, 8, 3),
+        (128, 128, 8, 3),
+        (128, 32, 4, 4),
+        (64, 64, 4, 3),
+        (64, 64, 4, 4),
+        (64, 128, 4, 3),
+        (64, 32, 4, 4),
+    ),
+    # float32 tiles take twice the shared memory and registers of 16-bit ones: 128 x 128 spills even at
+    # 8 warps and 64 x 128 at 3 stages needs 256 KiB, over the limit; 8 warps for the 64-row tiles.
+    "tf32": (
+        (128, 64, 8, 3),
+        (128, 32, 8, 3),
+        (64, 64, 8, 3),
+        (64, 64, 4, 2),
+        (64, 32, 4, 3),
+    ),
+    # exact float32 dots are FMA loops holding whole tiles in registers: 64 x 64 spills kilobytes at
+    # any warp count, so small tiles at 8 warps (4 warps spill from 64 x 32 up).
+    "ieee": (
+        (64, 32, 8, 2),
+        (32, 64, 8, 2),
+        (32, 32, 4, 2),
+    ),
+}
 _INTERPRETER_BLOCKS = (32, 16)  # (BLOCK_M, BLOCK_N)
 MAX_HEAD_DIM = 256
 
 
+def _dot_kind(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """The key of the config tables for inputs of ``dtype``."""
+    if dtype != torch.float32:
+        return "16-bit"
+    return "tf32" if allow_tf32 else "ieee"
+
+
+def _dot_precision(dtype: torch.dtype, emulate_bf16: bool, allow_tf32: bool) -> str:
+    """tl.dot's input_precision: "ieee" for float32 unless TF32 is allowed (and for the interpreter's
+    bfloat16 emulation, whose values are float32 carriers of exact bfloat16 products); "tf32" otherwise
+    (ignored for 16-bit inputs, which multiply on tensor cores in their own dtype)."""
+    if emulate_bf16 or (dtype == torch.float32 and not allow_tf32):
+        return "ieee"
+    return "tf32"
+
+
+def _cuda_configs(dtype: torch.dtype, allow_tf32: bool) -> tuple:
+    """The forward's CUDA autotune list for inputs of ``dtype``."""
+    return _CUDA_CONFIGS[_dot_kind(dtype, allow_tf32)]
+
+
 @functools.cache
-def _autotuned_kernel():
+def _autotuned_kernel(kind: str):
     configs = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in _CUDA_CONFIGS
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in _CUDA_CONFIGS[kind]
     ]
     return triton.autotune(configs=configs, key=["T_BUCKET", "HEAD_DIM", "ROT_DIM", "HAS_MASK"])(
         _rotary_attention_kernel
@@ -628,26 +689,33 @@ def _autotuned_kernel():
 
 
 # The backward's CUDA launch: one fixed config per kernel, (BLOCK_M, BLOCK_N, num_warps, num_stages),
-# by input dtype and head dim; BLOCK_N keys per dK/dV program (BLOCK_M the query step of its loop),
+# by dot kind and head dim; BLOCK_N keys per dK/dV program (BLOCK_M the query step of its loop),
 # BLOCK_M queries per dQ program (BLOCK_N the key step). Not timed: no GPU was available. Chosen from
-# sm_90 compiles without a GPU (triton.compile for GPUTarget("cuda", 90, 32), then ptxas -v; mask on,
-# figures per program as dkdv / dq), as the largest tiles that compile without register spills:
+# sm_90 compiles without a GPU (bench/compile_sm90.py for D = 64; larger head dims by hand, as below),
+# as the largest tiles that compile without register spills:
 #   bf16/fp16, D = 64, R = 32, 64 x 64, 4 warps, 2 stages: 252 / 190 registers, 0 spills, 66 / 64 KB
 #     shared memory (3 stages: 99 KB, no gain in registers; 8 warps: 178 / 142 registers);
 #   bf16, D = 128, R = 64, 64 x 64, 8 warps: 254 / 212 registers, 0 spills, 131 / 128 KB (4 warps spill);
 #   bf16, D = 256: dkdv 64-query steps x 32 keys, 8 warps, 1 stage (R = 0: 170 registers, no spills;
 #     R = 64: 128 B spilled), dq 32 x 32, 4 warps, 2 stages (no spills, 68-100 KB);
-#   float32 inputs use IEEE dots (FMA, not tensor cores), whose tiles take several times the registers:
-#     64 x 64 spills kilobytes even at D = 64, so smaller tiles (D = 64: 138 / 156 registers, no spills).
+#   float32 with TF32 dots, D = 64: dkdv 64 x 64 at 8 warps (222 registers; 4 warps spill), dq 64 x 32
+#     at 8 warps (165 registers; 64 x 64 needs 232);
+#   float32 with IEEE dots (FMA, not tensor cores) takes several times the registers: 64 x 64 spills
+#     kilobytes even at D = 64, so smaller tiles (D = 64: 138 / 156 registers, no spills).
 # All stay under sm_90's 227 KB of shared memory per block.
 _BWD_PREPROCESS_ROWS = 32  # query rows per delta program (D up to 256: 32 x 256 float32 tiles)
-_BWD_CUDA_CONFIGS = {  # input is float32 -> ((max head dim, dkdv config, dq config), ...)
-    False: (
+_BWD_CUDA_CONFIGS = {  # dot kind -> ((max head dim, dkdv config, dq config), ...)
+    "16-bit": (
         (64, (64, 64, 4, 2), (64, 64, 4, 2)),
         (128, (64, 64, 8, 2), (64, 64, 8, 2)),
         (256, (64, 32, 8, 1), (32, 32, 4, 2)),
     ),
-    True: (
+    "tf32": (  # D > 64: the IEEE tiles (not compiled with TF32; the real model's D is 64)
+        (64, (64, 64, 8, 2), (64, 32, 8, 2)),
+        (128, (32, 16, 4, 2), (16, 32, 4, 2)),
+        (256, (16, 16, 4, 2), (16, 16, 4, 2)),
+    ),
+    "ieee": (
         (64, (64, 32, 8, 2), (64, 32, 8, 2)),
         (128, (32, 16, 4, 2), (16, 32, 4, 2)),
         (256, (16, 16, 4, 2), (16, 16, 4, 2)),
@@ -655,9 +723,10 @@ _BWD_CUDA_CONFIGS = {  # input is float32 -> ((max head dim, dkdv config, dq con
 }
 
 
-def _bwd_cuda_config(head_dim: int, dtype: torch.dtype):
-    """(dkdv config, dq config) for head dim D and the input dtype, each (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
-    for max_d, dkdv, dq in _BWD_CUDA_CONFIGS[dtype == torch.float32]:
+def _bwd_cuda_config(head_dim: int, dtype: torch.dtype, allow_tf32: bool):
+    """(dkdv config, dq config) for head dim D and the inputs' dot kind, each (BLOCK_M, BLOCK_N, num_warps,
+    num_stages)."""
+    for max_d, dkdv, dq in _BWD_CUDA_CONFIGS[_dot_kind(dtype, allow_tf32)]:
         if head_dim <= max_d:
             return dkdv, dq
     raise AssertionError(head_dim)  # the launcher checks D <= MAX_HEAD_DIM
@@ -721,21 +790,22 @@ def _kernel_operands(q, cos, sin, key_padding_mask, rot_dim: int):
     return cos, sin, mask
 
 
-def _kernel_meta(q, rot_dim: int, has_mask: bool, emulate_bf16: bool) -> dict:
-    """The constexprs the forward and backward kernels share."""
-    D = q.shape[3]
+def _kernel_meta(head_dim: int, dtype: torch.dtype, rot_dim: int, has_mask: bool, emulate_bf16: bool,
+                 allow_tf32: bool) -> dict:
+    """The constexprs the forward and backward kernels share (also what bench/compile_sm90.py compiles)."""
     return dict(
-        HEAD_DIM=D,
+        HEAD_DIM=head_dim,
         ROT_DIM=rot_dim,
         HALF_BLOCK=max(16, triton.next_power_of_2(rot_dim // 2)),
-        PASS_BLOCK=max(16, triton.next_power_of_2(D - rot_dim)),
+        PASS_BLOCK=max(16, triton.next_power_of_2(head_dim - rot_dim)),
         HAS_MASK=has_mask,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 or emulate_bf16 else "tf32",
+        DOT_PRECISION=_dot_precision(dtype, emulate_bf16, allow_tf32),
         EMULATE_BF16=emulate_bf16,
     )
 
 
-def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, return_lse=False):
+def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, return_lse=False,
+                     allow_tf32=False):
     """Fused bidirectional attention with CLVP's partial rotary on q, k and v (Triton).
 
     Same signature and semantics as :func:`rotary_attention_ref`.
@@ -756,6 +826,9 @@ def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scal
         scale: softmax scale, default ``D ** -0.5``.
         return_lse: also return every query row's log-sum-exp, what the backward needs (the output
             is bit-identical either way).
+        allow_tf32: float32 inputs multiply with TF32 tensor-core dots (10-bit mantissas, float32
+            accumulation) instead of exact float32 FMA loops; ignored for 16-bit inputs. The dispatch
+            (kernels/__init__.py) passes torch's float32 matmul setting.
     Returns:
         (B, H, T_q, D) in q's dtype: a permuted view of a contiguous (B, T_q, H, D) buffer, so
         ``out.transpose(1, 2).reshape(B, T_q, H * D)`` is free. With ``return_lse``, ``(out, lse)``:
@@ -764,7 +837,7 @@ def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scal
         the input dtype), i.e. natural log-sum-exp times log2(e).
     Numerics: rotation in float32 rounded back to the input dtype (as the reference), scores and
     the online softmax in float32, p rounded to the input dtype for the p @ v product; float32
-    inputs use IEEE float32 dot products (no TF32).
+    inputs use IEEE float32 dot products unless ``allow_tf32``.
     """
     op = "rotary_attention"
     rot_dim = _check_inputs(op, q, k, v, cos, sin, key_padding_mask)
@@ -795,26 +868,27 @@ def rotary_attention(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scal
         scale * LOG2E,
         triton.next_power_of_2(T_k),
     )
-    meta = _kernel_meta(q, rot_dim, key_padding_mask is not None, emulate_bf16)
+    meta = _kernel_meta(D, q.dtype, rot_dim, key_padding_mask is not None, emulate_bf16, bool(allow_tf32))
     meta["STORE_LSE"] = return_lse
 
     if q.is_cuda and not interpreting:
         grid = lambda META: (triton.cdiv(T_q, META["BLOCK_M"]), B * H)  # noqa: E731
-        _autotuned_kernel()[grid](*args, **meta)
+        launch(_autotuned_kernel(_dot_kind(q.dtype, bool(allow_tf32))))[grid](*args, **meta)
     else:
         block_m, block_n = _INTERPRETER_BLOCKS
         grid = (triton.cdiv(T_q, block_m), B * H)
-        _rotary_attention_kernel[grid](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
+        launch(_rotary_attention_kernel)[grid](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
     return (out, lse) if return_lse else out
 
 
 def rotary_attention_backward(grad_out, q, k, v, out, lse, cos=None, sin=None, key_padding_mask=None, *,
-                              scale=None):
+                              scale=None, allow_tf32=False):
     """Gradients of :func:`rotary_attention` w.r.t. q, k and v (Triton, FlashAttention-2 style).
 
     Arguments:
         grad_out: (B, H, T_q, D), the gradient of ``out``; any strides, q's dtype.
-        q, k, v, cos, sin, key_padding_mask, scale: as given to the forward (same rules, same checks).
+        q, k, v, cos, sin, key_padding_mask, scale, allow_tf32: as given to the forward (same rules, same
+            checks).
         out: (B, H, T_q, D), the forward's output; any strides, q's dtype.
         lse: (B, H, T_q) float32, the forward's ``return_lse`` log-sum-exp (base 2).
     Returns:
@@ -828,7 +902,8 @@ def rotary_attention_backward(grad_out, q, k, v, out, lse, cos=None, sin=None, k
     gradients w.r.t. the rotated tensors go back through the transposed rotation in float32 and
     are rounded once to the input dtype. Masked keys get zero probability, so zero dk and dv.
     Numerics: scores, probabilities, dP and dS in float32; P and dS rounded to the input dtype for
-    their tensor-core products (float32 inputs: IEEE float32 dots), accumulation in float32.
+    their tensor-core products (float32 inputs: IEEE float32 dots, or TF32 with ``allow_tf32``),
+    accumulation in float32.
     """
     op = "rotary_attention_backward"
     rot_dim = _check_inputs(op, q, k, v, cos, sin, key_padding_mask)
@@ -855,7 +930,7 @@ def rotary_attention_backward(grad_out, q, k, v, out, lse, cos=None, sin=None, k
     scale = D**-0.5 if scale is None else float(scale)
     interpreting = triton_interpreter()
     emulate_bf16 = interpreting and q.dtype == torch.bfloat16  # see rotary_attention
-    meta = _kernel_meta(q, rot_dim, key_padding_mask is not None, emulate_bf16)
+    meta = _kernel_meta(D, q.dtype, rot_dim, key_padding_mask is not None, emulate_bf16, bool(allow_tf32))
     common = (
         q, k, v, cos, sin, mask, grad_out, lse, delta,
     )
@@ -867,7 +942,7 @@ def rotary_attention_backward(grad_out, q, k, v, out, lse, cos=None, sin=None, k
     )
     sizes = (H, T_q, T_k, scale, scale * LOG2E)
     if q.is_cuda and not interpreting:
-        (dkdv_m, dkdv_n, dkdv_w, dkdv_s), (dq_m, dq_n, dq_w, dq_s) = _bwd_cuda_config(D, q.dtype)
+        (dkdv_m, dkdv_n, dkdv_w, dkdv_s), (dq_m, dq_n, dq_w, dq_s) = _bwd_cuda_config(D, q.dtype, bool(allow_tf32))
         pre_m, cuda = _BWD_PREPROCESS_ROWS, dict(num_warps=4)
         dkdv_cuda, dq_cuda = dict(num_warps=dkdv_w, num_stages=dkdv_s), dict(num_warps=dq_w, num_stages=dq_s)
     else:  # the interpreter: the forward's small fixed blocks
@@ -875,19 +950,75 @@ def rotary_attention_backward(grad_out, q, k, v, out, lse, cos=None, sin=None, k
         pre_m = _INTERPRETER_BLOCKS[0]
         cuda = dkdv_cuda = dq_cuda = {}
 
-    _rotary_attention_bwd_preprocess[(triton.cdiv(T_q, pre_m), B * H)](
+    launch(_rotary_attention_bwd_preprocess)[(triton.cdiv(T_q, pre_m), B * H)](
         out, grad_out, delta, *out.stride(), *grad_out.stride(), H, T_q,
         HEAD_DIM=D, D_BLOCK=max(16, triton.next_power_of_2(D)), BLOCK_M=pre_m, **cuda,
     )
-    _rotary_attention_bwd_dkdv_kernel[(triton.cdiv(T_k, dkdv_n), B * H)](
+    launch(_rotary_attention_bwd_dkdv_kernel)[(triton.cdiv(T_k, dkdv_n), B * H)](
         *common, dk, dv, *strides, *dk.stride(), *dv.stride(), *sizes,
         **meta, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n, **dkdv_cuda,
     )
-    _rotary_attention_bwd_dq_kernel[(triton.cdiv(T_q, dq_m), B * H)](
+    launch(_rotary_attention_bwd_dq_kernel)[(triton.cdiv(T_q, dq_m), B * H)](
         *common, dq, *strides, *dq.stride(), *sizes,
         **meta, BLOCK_M=dq_m, BLOCK_N=dq_n, **dq_cuda,
     )
     return dq, dk, dv
+
+
+# The launchers registered as torch.library ops (``kernels.rotary_attention`` calls them on the
+# Triton path): torch.compile and CUDA graphs trace each as one node with the fake implementations
+# below, and the AOT pass (inductor) sees the kernels through ``launch``. ``clvp::rotary_attention``
+# is the inference op; ``clvp::rotary_attention_lse`` also returns the log-sum-exp and carries the
+# autograd (registered below), whose backward is ``clvp::rotary_attention_backward``.
+
+def _bthd_empty(q, t: int) -> torch.Tensor:
+    """A (B, H, t, D) view of a contiguous (B, t, H, D) buffer: the layout the launchers return."""
+    B, H, _, D = q.shape
+    return q.new_empty((B, t, H, D)).permute(0, 2, 1, 3)
+
+
+@torch.library.triton_op("clvp::rotary_attention", mutates_args=())
+def rotary_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: Optional[torch.Tensor],
+                        sin: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor],
+                        scale: Optional[float] = None, allow_tf32: bool = False) -> torch.Tensor:
+    """:func:`rotary_attention` as a torch.library op: q (B, H, T_q, D), k, v (B, H, T_k, D) -> (B, H, T_q, D)."""
+    return rotary_attention(q, k, v, cos, sin, key_padding_mask, scale=scale, allow_tf32=allow_tf32)
+
+
+@rotary_attention_op.register_fake
+def _rotary_attention_fake(q, k, v, cos, sin, key_padding_mask, scale=None, allow_tf32=False):
+    return _bthd_empty(q, q.shape[2])  # (B, H, T_q, D)
+
+
+@torch.library.triton_op("clvp::rotary_attention_lse", mutates_args=())
+def rotary_attention_lse_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: Optional[torch.Tensor],
+                            sin: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor],
+                            scale: Optional[float] = None,
+                            allow_tf32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rotary_attention` with ``return_lse=True``: (out (B, H, T_q, D), lse (B, H, T_q) float32)."""
+    return rotary_attention(q, k, v, cos, sin, key_padding_mask, scale=scale, return_lse=True, allow_tf32=allow_tf32)
+
+
+@rotary_attention_lse_op.register_fake
+def _rotary_attention_lse_fake(q, k, v, cos, sin, key_padding_mask, scale=None, allow_tf32=False):
+    return _bthd_empty(q, q.shape[2]), q.new_empty(q.shape[:3], dtype=torch.float32)  # (B, H, T_q, D), (B, H, T_q)
+
+
+@torch.library.triton_op("clvp::rotary_attention_backward", mutates_args=())
+def rotary_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 out: torch.Tensor, lse: torch.Tensor, cos: Optional[torch.Tensor],
+                                 sin: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor],
+                                 scale: Optional[float] = None,
+                                 allow_tf32: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`rotary_attention_backward` as a torch.library op: (dq (B, H, T_q, D), dk, dv (B, H, T_k, D))."""
+    return rotary_attention_backward(grad_out, q, k, v, out, lse, cos, sin, key_padding_mask, scale=scale,
+                                     allow_tf32=allow_tf32)
+
+
+@rotary_attention_backward_op.register_fake
+def _rotary_attention_backward_fake(grad_out, q, k, v, out, lse, cos, sin, key_padding_mask, scale=None,
+                                    allow_tf32=False):
+    return _bthd_empty(q, q.shape[2]), _bthd_empty(q, k.shape[2]), _bthd_empty(q, k.shape[2])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -912,38 +1043,40 @@ class _FirstOrderOnly(torch.autograd.Function):
         )
 
 
-class RotaryAttentionFunction(torch.autograd.Function):
-    """:func:`rotary_attention` with its Triton backward: gradients for q, k and v.
-
-    The forward saves q, k, v (the caller's tensors, no copies), the tables, the mask, the output and
-    the (B, H, T_q) float32 log-sum-exp; the backward recomputes the probabilities from them.
-    Gradients flow to q, k and v only (None for cos, sin, the mask and the scale); the backward is
-    not itself differentiable: with ``create_graph=True`` the gradients come back marked so that
-    differentiating them raises (see ``_FirstOrderOnly``).
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, cos, sin, key_padding_mask, scale):
-        out, lse = rotary_attention(q, k, v, cos, sin, key_padding_mask, scale=scale, return_lse=True)
-        ctx.save_for_backward(q, k, v, cos, sin, key_padding_mask, out, lse)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, cos, sin, key_padding_mask, out, lse = ctx.saved_tensors
-        with torch.no_grad():
-            grads = rotary_attention_backward(grad_out, q, k, v, out, lse, cos, sin, key_padding_mask,
-                                              scale=ctx.scale)
-        if torch.is_grad_enabled():  # create_graph=True: a later differentiation of these must fail loudly
-            grads = tuple(_FirstOrderOnly.apply(g, q, k, v, grad_out) for g in grads)
-        return (*grads, None, None, None, None)
+def _rotary_attention_setup_context(ctx, inputs, output):
+    """Autograd of ``clvp::rotary_attention_lse``: save q, k, v (the caller's tensors, no copies),
+    the tables, the mask, the output and the (B, H, T_q) float32 log-sum-exp; the backward
+    recomputes the probabilities from them. The log-sum-exp itself is not differentiable."""
+    q, k, v, cos, sin, key_padding_mask, scale, allow_tf32 = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, cos, sin, key_padding_mask, out, lse)
+    ctx.scale, ctx.allow_tf32 = scale, allow_tf32
+    ctx.mark_non_differentiable(lse)
 
 
-def rotary_attention_autograd(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None):
+def _rotary_attention_backward_formula(ctx, grad_out, grad_lse):
+    """Gradients flow to q, k and v only (None for cos, sin, the mask, the scale and the TF32 flag);
+    the backward is not itself differentiable: with ``create_graph=True`` the gradients come back
+    marked so that differentiating them raises (see ``_FirstOrderOnly``)."""
+    q, k, v, cos, sin, key_padding_mask, out, lse = ctx.saved_tensors
+    with torch.no_grad():
+        grads = torch.ops.clvp.rotary_attention_backward(grad_out, q, k, v, out, lse, cos, sin, key_padding_mask,
+                                                         ctx.scale, ctx.allow_tf32)
+    if torch.is_grad_enabled():  # create_graph=True: a later differentiation of these must fail loudly
+        grads = tuple(_FirstOrderOnly.apply(g, q, k, v, grad_out) for g in grads)
+    return (*grads, None, None, None, None, None)
+
+
+rotary_attention_lse_op.register_autograd(_rotary_attention_backward_formula,
+                                          setup_context=_rotary_attention_setup_context)
+
+
+def rotary_attention_autograd(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, allow_tf32=False):
     """:func:`rotary_attention` (same arguments, same output bits) with a Triton backward for q, k, v.
 
     For training or any use that needs gradients; the plain launcher is cheaper when none are
     needed (it stores no log-sum-exp and saves nothing). Only a first-order backward is supported.
+    The op ``clvp::rotary_attention_lse`` carries the autograd (``register_autograd``), so that
+    torch.compile traces forward and backward as registered ops.
     """
-    return RotaryAttentionFunction.apply(q, k, v, cos, sin, key_padding_mask, scale)
+    return torch.ops.clvp.rotary_attention_lse(q, k, v, cos, sin, key_padding_mask, scale, bool(allow_tf32))[0]

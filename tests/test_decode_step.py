@@ -1,9 +1,9 @@
 """The decode-step benchmark (bench/bench_decode_step.py) runs end to end.
 
 Its figures need a GPU (targets: docs/speed.md §7.2); here ``--tiny`` (a 2-layer decoder,
-small shapes) checks that every part of it runs on the CPU: our step, transformers' step and both
-generations when the oracle is installed, and that the two greedy generations it times agree code
-for code.
+small shapes) checks that every part of it runs on the CPU: our step, transformers' step, our
+generation, the same step compiled as one graph in gpt-fast's loop, and transformers' generation when
+the oracle is installed, and that the greedy generations it times agree code for code.
 """
 import re
 import subprocess
@@ -26,6 +26,9 @@ def test_bench_decode_step_tiny_runs(tmp_path):
         eager_ms = row.split("|")[7].strip()
         assert float(eager_ms) > 0
     assert "| ours |" in text
+    # the gpt-fast recipe (the step compiled as one graph) runs and gives our greedy codes
+    assert "| ours, torch.compile aot_eager (a tracing check, not a timing) |" in text
+    assert "ours, torch.compile aot_eager (a tracing check, not a timing): codes equal to ours at 1.000 of positions" in text
     if ORACLE_DIR.is_dir():  # transformers' columns filled, and its greedy codes equal ours
         assert "| transformers |" in text
-        assert "codes equal to transformers' at 1.000 of positions" in text
+        assert "transformers: codes equal to ours at 1.000 of positions" in text

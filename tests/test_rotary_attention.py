@@ -135,6 +135,39 @@ def test_masked_keys_are_ignored():
     assert torch.equal(rotary_attention(q, k2, v2, cos, sin, mask), out)
 
 
+def test_rotation_is_the_documented_half_split():
+    """docs/model.md §2.1 written out: with R = 4 of D = 6 and x = e0 (first channel of the first
+    half), position t gives channel 0 = cos(t * f0) and channel 2 (its partner in the second half) =
+    sin(t * f0), f0 = 10000^0 = 1; the channels past R pass through unchanged."""
+    t = torch.arange(9, dtype=torch.float64)
+    x = torch.zeros(1, 1, 9, 6, dtype=torch.float64)
+    x[..., 0] = 1.0
+    x[..., 4] = 7.0
+    cos, sin = rotary_tables(9, 4)
+    out = apply_rotary_ref(x, cos, sin)
+    assert_close_verbose(out[0, 0, :, 0], torch.cos(t), atol=1e-6, what="cos(t)")
+    assert_close_verbose(out[0, 0, :, 2], torch.sin(t), atol=1e-6, what="sin(t)")
+    assert torch.equal(out[..., [1, 3]], torch.zeros(1, 1, 9, 2, dtype=torch.float64))
+    assert torch.equal(out[..., 4:], x[..., 4:])
+    assert x[..., 0].eq(1).all() and x[..., 2].eq(0).all()  # the input is left alone
+
+
+@example(case=case(length=67, dtype=torch.bfloat16))  # CLVP's layout: R = 32 of D = 64, padded rows
+@example(case=case(length=40, head_dim=32, rot_dim=32, mask="none", layout="bhtd", dtype=torch.float16))  # R == D
+@given(case=rotary_attention_cases())
+def test_in_place_reference_matches(case):
+    """``in_place=True`` (what the encoders pass for their fresh projections) gives the reference's
+    output bit for bit and leaves q, k, v rotated where they lie; without it q, k, v are untouched."""
+    q, k, v, cos, sin, mask = make_inputs(case, "cpu")
+    originals = [t.clone() for t in (q, k, v)]
+    want = rotary_attention_ref(q, k, v, cos, sin, mask, scale=case["scale"])
+    assert all(torch.equal(t, o) for t, o in zip((q, k, v), originals))
+    got = rotary_attention_ref(q, k, v, cos, sin, mask, scale=case["scale"], in_place=True)
+    assert torch.equal(got, want)
+    for t, o in zip((q, k, v), originals):
+        assert torch.equal(t, apply_rotary_ref(o, cos, sin) if cos is not None else o)
+
+
 def test_dispatch_runs_the_kernel(kernels_backend):
     """kernels.rotary_attention with CLVP_KERNELS=triton goes through this launcher; eager through the reference."""
     q, k, v, cos, sin, mask = make_inputs(case(length=21))
