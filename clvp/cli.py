@@ -104,13 +104,20 @@ def _resources():
     return resources.files("clvp.data")
 
 
+def default_dtype(device_type: str) -> str:
+    """The --dtype used when none is given: bf16 on CUDA (the kernels' tensor-core path; float32 there
+    runs the attention on the eager reference unless TF32 is allowed, see kernels/__init__.py), fp32
+    elsewhere (CPUs without bf16 instructions emulate it, slower than float32)."""
+    return "bf16" if device_type == "cuda" else "fp32"
+
+
 def _device_and_dtype(device: str | None, dtype: str | None):
     import torch
 
     from .loading import resolve_device, resolve_dtype, warn_if_slow_half
 
     dev = resolve_device(device) or torch.device("cpu")
-    dt = resolve_dtype(dtype) or torch.float32
+    dt = resolve_dtype(dtype if dtype is not None else default_dtype(dev.type))
     warn_if_slow_half(dt, dev)
     return dev, dt
 
@@ -148,6 +155,25 @@ def _load_model(model_dir: Path | None, device, dtype, seed: int):
     if not (model_dir / "config.json").is_file():
         raise CliError(f"{model_dir} has no config.json; point --model at a folder saved by save_pretrained or convert-tortoise")
     return ClvpModelForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device=device)
+
+
+def _check_int8(args, device, dtype) -> None:
+    """--int8 runs on the CPU in float32 or bfloat16 only: refuse before loading anything."""
+    import torch
+
+    if getattr(args, "int8", False):
+        if device.type != "cpu":
+            raise CliError(f"--int8 runs on the CPU only, got --device {device}; drop --int8 or use --device cpu")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise CliError(f"--int8 needs --dtype fp32 or bf16, got {str(dtype).replace('torch.', '')}")
+
+
+def _int8_if_asked(args, model):
+    if not getattr(args, "int8", False):
+        return model
+    from .quantize import int8_weight_only
+
+    return int8_weight_only(model)
 
 
 def _voice_features(fe, paths, device):
@@ -201,6 +227,7 @@ def _rank(args, *, demo: bool):
     model_dir = Path(args.model) if args.model else None
     device, dtype = _device_and_dtype(args.device, args.dtype)
     _check_rank_args(args, model_dir)
+    _check_int8(args, device, dtype)
     voices = args.voice or [str(_resources() / "voice_lj.wav")]
     # --preset sets the candidate count unless --candidates is given; the demo alone has a small default
     candidates = args.candidates
@@ -218,7 +245,7 @@ def _rank(args, *, demo: bool):
 
     timings = {}
     t0 = time.perf_counter()
-    model = _load_model(model_dir, device, dtype, args.seed)
+    model = _int8_if_asked(args, _load_model(model_dir, device, dtype, args.seed))
     tok, fe = _load_front_end(model_dir)
     timings["load model"] = time.perf_counter() - t0
 
@@ -288,7 +315,8 @@ def _load_for_corpus(args):
     is already this rank's device."""
     model_dir = Path(args.model) if args.model else None
     device, dtype = _device_and_dtype(args.device, args.dtype)
-    model = _load_model(model_dir, device, dtype, args.seed)
+    _check_int8(args, device, dtype)
+    model = _int8_if_asked(args, _load_model(model_dir, device, dtype, args.seed))
     tok, fe = _load_front_end(model_dir)
     return model, tok, fe, model_dir
 
@@ -412,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, model_required: bool):
         sp.add_argument("--model", required=model_required, help="folder with config.json + model.safetensors")
         sp.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
-        sp.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
+        sp.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on the CPU)")
 
     def ranking(sp, fallback_candidates, default_batch, default_new):
         sp.add_argument("--text", default="The quick brown fox jumps over the lazy dog.", help="text to speak")
@@ -425,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0, help="sampling seed")
         sp.add_argument("--top", type=int, default=10, help="rows of the ranked table to print")
         sp.add_argument("--out", default=None, help="write the ranked codes and scores to this JSON file")
+        sp.add_argument("--int8", action="store_true",
+                        help="CPU only: the speech decoder multiplies with int8 weights (faster steps, approximate; "
+                             "see clvp/quantize.py)")
 
     d = sub.add_parser("demo", help="the whole pipeline on a small random model (no download needed)")
     common(d, model_required=False)

@@ -13,11 +13,12 @@ LAYERS = [
     # leaves: kernels, data, configs, outputs, CPU product choices, text and audio parts
     {"kernels", "data", "configuration", "outputs", "products", "normalizer", "audio", "batch", "bpe", "padding",
      "atomic",  # all-or-nothing saves, used by every save_pretrained
-     "tokenizer_files", "audio_input", "audio_padding", "mel_filters"},
+     "tokenizer_files", "audio_input", "audio_padding", "mel_filters",
+     "encoding"},  # transformers' encoding API (pairs, truncation, pad) over padding's list functions
     {"loading", "tokenization", "feature_extraction", "text_split"},  # text_split: chunks under a tokenizer's limit
     {"processing"},
     {"model"},  # the model core
-    {"generation"},  # drives the core's decoder with a static KV cache
+    {"generation", "quantize"},  # generation drives the core's decoder with a static KV cache; quantize: int8 decoder products
     {"candidates"},  # Tortoise's candidate loop on top of generation
     {"modeling"},  # Hugging Face's API around all of the above
     {"convert", "corpus"},  # corpus: books and corpora, chunked, resumable, sharded over torchrun
