@@ -242,11 +242,7 @@ class _Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no config file at {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
-        return cls._from_file_dict(data, path)
+        return cls._from_file_dict(_load_json(path), path)
 
     @classmethod
     def _from_file_dict(cls, data, path, **overrides):
@@ -288,15 +284,7 @@ class _Config:
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
         """The raw dict of a folder's (or file's) config.json and the keywords not used to find it."""
-        path = Path(pretrained_model_name_or_path) / kwargs.pop("subfolder", "")
-        file = path / CONFIG_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
-        try:
-            data = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{file} is not valid JSON: {err}") from None
-        return data, kwargs
+        return _load_json(_config_file(Path(pretrained_model_name_or_path) / kwargs.pop("subfolder", ""))), kwargs
 
     def __eq__(self, other):  # compare the meaningful attributes (not where the config was loaded from)
         if type(self) is not type(other):
@@ -376,15 +364,25 @@ def _path_arg(path, subfolder: str = "") -> Path:
     return Path(path) / subfolder
 
 
-def _sub_config_dict(path: str | os.PathLike, key: str) -> dict:
-    path = Path(path)
+def _config_file(path: Path) -> Path:
+    """A folder's config.json, or ``path`` itself when it is a file; FileNotFoundError otherwise."""
     file = path / CONFIG_NAME if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
+    return file
+
+
+def _load_json(file: Path):
+    """The parsed JSON of a config file, or a ValueError naming the file."""
     try:
-        data = json.loads(file.read_text())
+        return json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{file} is not valid JSON: {err}") from None
+
+
+def _sub_config_dict(path: str | os.PathLike, key: str) -> dict:
+    file = _config_file(Path(path))
+    data = _load_json(file)
     if not isinstance(data, dict):
         raise ValueError(f"{file} must hold a JSON object, got {type(data).__name__}")
     if data.get("model_type") == "clvp":
