@@ -13,10 +13,11 @@ On CUDA (bfloat16), side by side:
   mask (how a static-cache decoder calls torch; the mask keeps flash out);
 * ``sdpa flash``: the same without a mask under the flash backend (cannot express ragged lengths:
   an upper bound for torch);
-* ``eager``: ``decode_attention_ref``, the eager twin (reads ``lengths.max()`` on the host).
+* ``eager``: ``decode_attention_ref``, the eager twin (masked SDPA over the whole static cache).
 The first three are timed inside one CUDA graph that calls them on enough separate input copies to
 exceed L2 (so the figures are HBM reads, without Python launch cost, as in a graph-captured decode
-step); the eager twin cannot be captured and is timed with ``triton.testing.do_bench``.
+step); the eager twin is timed with ``triton.testing.do_bench``, launch by launch, as the model's eager
+path runs it.
 
 On the CPU only the eager paths run (float32); the kernel needs CUDA to be timed (Triton's
 interpreter is a correctness tool, thousands of times slower).
@@ -138,12 +139,12 @@ def bench_cuda(results):
         device, dtype="bfloat16", heads=HEADS, head_dim=HEAD_DIM, lengths="all rows full (lengths = ctx = T_max)",
         copy_bandwidth=f"{copy_bw / 1e9:.0f} GB/s (1 GiB device-to-device copy, read + write)",
         timing="triton / sdpa: median of 20 replays of one CUDA graph over >= 256 MiB of input copies; "
-               "eager: triton.testing.do_bench median (L2 flushed, includes launch and host sync)",
+               "eager: triton.testing.do_bench median (L2 flushed, includes launch)",
     )
     notes = """
 GB/s = 2 * B * ctx * H * D * 2 bytes (K and V read once) / time. Target (docs/speed.md §7.2): triton >= 2500 GB/s
 at B = 16, ctx >= 512 on an H100. `sdpa flash` has no mask (cannot skip ragged tails): an upper bound
-for torch, not a substitute. The eager twin includes its `int(lengths.max())` host sync.
+for torch, not a substitute. The eager twin reads the whole static cache (it masks instead of slicing).
 
 ### Split-count sweep (triton, same timing)
 """ + sweep_table

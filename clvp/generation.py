@@ -476,8 +476,9 @@ def _cache_tuples(dec: "_Decoder", cfg: GenerationConfig):
 
 
 def _graphs_enabled(cfg: GenerationConfig, x: torch.Tensor) -> bool:
-    """CUDA graphs need a capturable step: CUDA tensors and the Triton decode kernel (the eager
-    reference reads the valid length on the host)."""
+    """CUDA graphs need a capturable step on CUDA tensors. They are used with the Triton decode
+    kernel, the path the CUDA tests cover; the eager reference no longer reads the valid length on
+    the host, so it could be captured too, but that is not yet checked on a GPU."""
     if cfg.use_cuda_graph is False or not x.is_cuda:
         return False
     capturable = kernels.use_triton(x)
