@@ -11,8 +11,8 @@ int8 weights); the checkpoint stays float (quantize after loading, not before sa
 
 The product is torch's own ``aten._weight_int8pack_mm`` (the kernel behind torch's int8
 weight-only quantization). On the CPU in torch 2.13 it wants bfloat16 (or float16) activations:
-with float32 ones it falls back to a path ~30x slower than a float32 product (measured on the
-development machine, 2-core AMD EPYC, AVX2). So the input rows are rounded to bfloat16, the kernel
+with float32 ones it falls back to a path ~30x slower than a float32 product (measured on a
+2-core AMD EPYC VM with AVX-512-BF16, torch 2.13: 14 ms against 0.4 ms for a 4096x1024 weight at 4 rows). So the input rows are rounded to bfloat16, the kernel
 accumulates and returns bfloat16, and the result goes back to the model's dtype before the bias is
 added: not only the weights are approximated, the product's inputs and outputs are rounded to
 bfloat16 too. The kernel also needs the input width to be a multiple of 16 (others crash the
