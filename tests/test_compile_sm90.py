@@ -116,11 +116,18 @@ def _cuda_like(dtype):
 
 
 @pytest.fixture
-def tf32(monkeypatch):
-    def _set(allowed: bool):
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allowed)
+def tf32():
+    """Set torch's TF32 switch for one test, restored after it. Not through monkeypatch: the switch is
+    a property of torch's cuBLAS module object, which monkeypatch cannot always read back (it then
+    tries to delete the attribute on undo, fails, and leaves the test's other patches, such as
+    CLVP_KERNELS, in place for the rest of the session)."""
+    before = torch.backends.cuda.matmul.allow_tf32
 
-    return _set
+    def _set(allowed: bool):
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+    yield _set
+    torch.backends.cuda.matmul.allow_tf32 = before
 
 
 @pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
