@@ -52,3 +52,13 @@ def kernels_backend(monkeypatch):
         monkeypatch.setenv("CLVP_KERNELS", value)
 
     return _set
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: on a shared 2-core machine intra-op
+    threads make each small op 10-100x slower. Use with ``pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -36,13 +36,7 @@ ATOL = 1e-4  # logits_per_text and embeddings against the oracle (float32, diffe
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: on a shared 2-core machine intra-op threads make each op 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def _folder(name) -> "Path":
