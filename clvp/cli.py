@@ -168,12 +168,24 @@ def _check_int8(args, device, dtype) -> None:
             raise CliError(f"--int8 needs --dtype fp32 or bf16, got {str(dtype).replace('torch.', '')}")
 
 
-def _int8_if_asked(args, model):
-    if not getattr(args, "int8", False):
-        return model
-    from .quantize import int8_weight_only
+def _decoder_weights(args, model):
+    """The decoder's weights for generation: int8 when asked (--int8); otherwise, on the CPU in float32
+    or bfloat16, packed for oneDNN (clvp/packing.py: same numbers, faster steps) unless --no-pack."""
+    import torch
 
-    return int8_weight_only(model)
+    if getattr(args, "int8", False):
+        from .quantize import int8_weight_only
+
+        return int8_weight_only(model)
+    from .packing import MODEL_DTYPES, pack_decoder_weights
+    from .products import onednn_linear_available
+
+    dtype = model.speech_decoder_model.final_norm.weight.dtype
+    if (getattr(args, "no_pack", False) or model.device.type != "cpu" or dtype not in MODEL_DTYPES
+            or not onednn_linear_available()):
+        return model
+    with torch.no_grad():
+        return pack_decoder_weights(model.eval())
 
 
 def _voice_features(fe, paths, device):
@@ -245,7 +257,7 @@ def _rank(args, *, demo: bool):
 
     timings = {}
     t0 = time.perf_counter()
-    model = _int8_if_asked(args, _load_model(model_dir, device, dtype, args.seed))
+    model = _decoder_weights(args, _load_model(model_dir, device, dtype, args.seed))
     tok, fe = _load_front_end(model_dir)
     timings["load model"] = time.perf_counter() - t0
 
@@ -316,7 +328,7 @@ def _load_for_corpus(args):
     model_dir = Path(args.model) if args.model else None
     device, dtype = _device_and_dtype(args.device, args.dtype)
     _check_int8(args, device, dtype)
-    model = _int8_if_asked(args, _load_model(model_dir, device, dtype, args.seed))
+    model = _decoder_weights(args, _load_model(model_dir, device, dtype, args.seed))
     tok, fe = _load_front_end(model_dir)
     return model, tok, fe, model_dir
 
@@ -456,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--int8", action="store_true",
                         help="CPU only: the speech decoder multiplies with int8 weights (faster steps, approximate; "
                              "see clvp/quantize.py)")
+        sp.add_argument("--no-pack", action="store_true",
+                        help="CPU: keep the speech decoder's weights dense (by default they are packed for oneDNN's "
+                             "product, faster steps with the same numbers; see clvp/packing.py)")
 
     d = sub.add_parser("demo", help="the whole pipeline on a small random model (no download needed)")
     common(d, model_required=False)

@@ -399,7 +399,9 @@ class _Decoder:
     The step reads everything that changes from one step to the next from device buffers (the
     tokens, the mel position, the cache slot) and writes the new keys and values in place, so its
     shapes and addresses never change: on CUDA it is captured once in a CUDA graph and replayed
-    (``use_cuda_graph``), cutting the ~800 kernel launches of an eager step to one.
+    (``use_cuda_graph``), cutting the ~800 kernel launches of an eager step to one. Run eagerly
+    (the CPU), a step attends over the cache entries in use only (``KVCache.limit``), not the
+    whole preallocated cache.
     """
 
     def __init__(self, lm, batch: int, max_len: int, use_cuda_graph: bool = False):
@@ -453,6 +455,8 @@ class _Decoder:
         self.slot.fill_(self.pos)
         self.pos += 1
         if collect_hidden or not self.use_cuda_graph:
+            for cache in self.caches:  # eager: attend over the entries in use only (a graph keeps all)
+                cache.limit = self.pos
             hidden = [] if collect_hidden else None
             logits = self._step_body(hidden)
             return logits, (tuple(hidden) if hidden is not None else None)

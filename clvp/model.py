@@ -43,9 +43,12 @@ ACT = {
 class ClvpRMSNorm(nn.Module):
     """``w * x * rsqrt(mean(x^2) + eps)`` with float32 statistics (transformers' formula, §2.3).
 
-    Through torch's ``rms_norm`` (float32 statistics; a fused kernel where torch has one): in float32
-    the same bits as transformers' four-pass formula; in bfloat16 / float16 the product with ``w`` is
-    rounded once instead of twice (at most one unit in the last place apart, docs/speed.md §9)."""
+    float32 inputs go through torch's ``rms_norm`` (a fused kernel where torch has one): the same bits
+    as transformers' four-pass formula. bfloat16 / float16 on the CPU: a float32-accumulating norm,
+    then transformers' two roundings (the normalised value, then its product with ``w``); the mean
+    square comes from the norm squared, so it can differ in its last bit (docs/speed.md §9). Other
+    16-bit devices: torch's ``rms_norm``, whose product with ``w`` is rounded once instead of twice
+    (at most one unit in the last place apart)."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
@@ -53,6 +56,13 @@ class ClvpRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype and x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu":
+            # torch's CPU rms_norm is a composite of five passes in 16-bit; a float32-accumulating
+            # norm and one scaling pass are ~2x faster and round like transformers' formula
+            n = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)  # (..., 1)
+            inv = torch.rsqrt(n.square() / x.shape[-1] + self.variance_epsilon)  # (..., 1) float32
+            y = (x * inv).to(x.dtype)  # (..., C), rounded once, as transformers rounds before the weight
+            return y.mul_(self.weight) if not torch.is_grad_enabled() else y * self.weight
         if x.dtype == self.weight.dtype:
             return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)
         # mixed dtypes (e.g. float32 weights, bfloat16 activations) have no fused kernel, and
@@ -100,12 +110,19 @@ class KVCache:
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype, device):
         self.k = torch.zeros(batch, heads, max_len, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
+        # Entries in use, when the caller knows it on the host (the CPU generation loop): ``update``
+        # then returns only that prefix, so a decode step reads its context and not the whole
+        # preallocated cache. None (CUDA graphs, torch.compile): the whole cache, a fixed shape.
+        self.limit: Optional[int] = None
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, H, T, D) at cache positions ``input_pos`` (T,); return the whole cache."""
+        """Write k, v (B, H, T, D) at cache positions ``input_pos`` (T,); return the cache (B, H, T', D):
+        the whole cache (T' = T_max), or its first ``limit`` entries when ``limit`` is set."""
         self.k.index_copy_(2, input_pos, k)
         self.v.index_copy_(2, input_pos, v)
-        return self.k, self.v
+        if self.limit is None:
+            return self.k, self.v
+        return self.k[:, :, : self.limit], self.v[:, :, : self.limit]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: row b takes the cache of row ``index[b]`` (in place, shapes unchanged)."""

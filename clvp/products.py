@@ -2,9 +2,10 @@
 
 ``Linear`` and ``Conv1D`` hold the same parameters and state-dict keys as ``nn.Linear`` and GPT-2's
 Conv1D; their forward goes through ``affine``, which picks, per call, the fastest way torch offers
-on this CPU. Each choice below comes with the measurement that justifies it (development machine:
-2-core AMD EPYC, AVX2 only, torch 2.13; bench/results/generation-cpu.md and model-cpu.md). On other
-devices ``affine`` is plain ``F.linear``.
+on this CPU. Each choice below comes with the measurement that justifies it (development machines:
+2-core AMD EPYC VMs, one AVX2 only, one with AVX-512-BF16, torch 2.13; bench/results/generation-cpu.md
+and model-cpu.md). On other devices ``affine`` is plain ``F.linear``. Decode steps go faster still
+with the decoder's weights packed for oneDNN (``clvp.packing``, docs/speed.md §11).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from torch import nn
 # wins even when emulated (it reads half the bytes), while an upcast copies every weight to float32.
 UPCAST_MIN_ROWS = 32
 
-# Up to this many rows a float32 CPU product runs as ``W @ x.T`` (the weight as the left operand):
+# Up to this many rows a float32 CPU product runs through oneDNN's linear op where torch has it and no
+# gradient is wanted (``_onednn_small``), else as ``W @ x.T`` (the weight as the left operand):
 # MKL then takes a faster path (apparently no per-call packing of the weight), 1.5-3.5x faster than
 # ``x @ W.T`` for 2 to 64 rows (4.9 -> 12.8 GB/s of weights at 4 rows), and no slower at 1; above
 # ~96 rows the usual order wins. Decode steps are such products.
@@ -52,6 +54,34 @@ def _upcast_product(rows: int, x: torch.Tensor, weight: torch.Tensor) -> bool:
             and rows >= UPCAST_MIN_ROWS)
 
 
+def _probe_onednn_linear() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# Whether this torch build has oneDNN's linear op (``torch.ops.mkldnn._linear_pointwise``, the op
+# torch.compile's CPU backend emits for linear layers). Probed once at import: a plain constant is
+# also what torch.compile can trace through.
+ONEDNN_LINEAR = _probe_onednn_linear()
+
+
+def onednn_linear_available() -> bool:
+    """Whether this torch build has oneDNN's linear op (see ``ONEDNN_LINEAR``)."""
+    return ONEDNN_LINEAR
+
+
+def _onednn_small(rows: int, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    # A float32 weight stream of a few rows (decode steps) through oneDNN's linear op: 1.6x faster than
+    # MKL's ``W @ x.T`` at 4 rows and 1.3x at 16 on the AVX-512 machine (bench/results/generation-cpu.md).
+    # The op has no autograd formula, so only where no gradient is wanted.
+    return (x.device.type == "cpu" and ONEDNN_LINEAR and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and 0 < rows <= WEIGHT_LEFT_MAX_ROWS and weight.is_contiguous()
+            and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))))
+
+
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``x @ weight.T + bias`` for x (..., in), weight (out, in) (any strides), bias (out,) or None.
 
@@ -61,6 +91,8 @@ def affine(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
     rows = x2.shape[0]
     if _upcast_product(rows, x, weight):
         out = F.linear(x2.float(), weight.float(), None if bias is None else bias.float()).to(x.dtype)
+    elif _onednn_small(rows, x, weight, bias):
+        out = torch.ops.mkldnn._linear_pointwise(x2.contiguous(), weight, bias, "none", [], "")  # (rows, out)
     elif x.device.type == "cpu" and x.dtype == torch.float32 and 0 < rows <= WEIGHT_LEFT_MAX_ROWS:
         x2 = x2.contiguous()  # x2.t() must be a transposed view: a column-major copy is 3x slower
         out_t = torch.mm(weight, x2.t()) if bias is None else torch.addmm(bias[:, None], weight, x2.t())  # (out, rows)

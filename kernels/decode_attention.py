@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ._attention_cpu import attention_fp32_scores, wants_fp32_scores
 from ._checks import FLOAT_DTYPES, check_head_dim, check_is_tensor, check_same_device, check_same_dtype, check_shape, \
     check_tensor, check_triton
 from ._triton import LOG2E, launch, tl, triton
@@ -29,7 +30,8 @@ _jit = triton.jit
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
-    """Eager reference: masked ``scaled_dot_product_attention`` over the valid cache prefix.
+    """Eager reference: masked ``scaled_dot_product_attention`` over the valid cache prefix (for 16-bit
+    CPU inputs without autograd, the same attention with float32 scores, ``_attention_cpu``).
 
     Arguments:
         q: (B, H, D) the current token's query.
@@ -46,6 +48,10 @@ def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
     """
     keys = torch.arange(k_cache.shape[2], device=q.device)  # (T_max,)
     mask = (keys[None, :] < lengths[:, None].to(q.device))[:, None, None, :]  # (B, 1, 1, T_max)
+    if wants_fp32_scores(q, k_cache, v_cache):  # 16-bit on the CPU: ~5x faster than SDPA there
+        bias = torch.zeros(mask.shape, device=q.device).masked_fill_(~mask, float("-inf"))  # (B, 1, 1, T_max)
+        return attention_fp32_scores(q[:, :, None, :], k_cache, v_cache, bias,
+                                     q.shape[-1] ** -0.5 if scale is None else scale)[:, :, 0]
     out = F.scaled_dot_product_attention(q[:, :, None, :], k_cache, v_cache, attn_mask=mask, scale=scale)  # (B, H, 1, D)
     return out[:, :, 0]
 

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ._attention_cpu import attention_fp32_scores, wants_fp32_scores
 from ._checks import (FLOAT_DTYPES, check_head_dim, check_same_device, check_same_dtype, check_shape, check_tensor,
                       check_triton)
 from ._triton import LOG2E, launch, tl, triton, triton_interpreter
@@ -90,7 +91,9 @@ def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
 
 
 def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, in_place=False):
-    """Eager reference: rotate q, k, v, then ``scaled_dot_product_attention``.
+    """Eager reference: rotate q, k, v, then ``scaled_dot_product_attention`` (for 16-bit CPU inputs
+    without autograd, the same attention with float32 scores a batch row at a time, ``_attention_cpu``:
+    torch's CPU SDPA is slow there, docs/speed.md §9).
 
     Arguments:
         q, k, v: (B, H, T, D), any strides, float32 / float16 / bfloat16.
@@ -114,7 +117,35 @@ def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, 
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    if wants_fp32_scores(q, k, v) and 4 * q.shape[-2] * k.shape[-2] <= ROW_SCORES_BYTES:
+        return _attention_by_rows(q, k, v, mask, q.shape[-1] ** -0.5 if scale is None else scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+# Largest float32 score block (heads x T x T) of one step of ``_attention_by_rows``: a few MB, so
+# that a block's scores, softmax and product stay in the CPU's caches (longer sequences take SDPA).
+ROW_SCORES_BYTES = 1 << 23
+
+
+def _attention_by_rows(q, k, v, mask, scale: float) -> torch.Tensor:
+    """The CPU's 16-bit attention (``_attention_cpu``), a block of heads of one batch row at a time.
+
+    q (B, H, Tq, D), k, v (B, H, T, D), mask (B, 1, 1, T) bool or None -> (B, H, Tq, D) in q's dtype,
+    laid out (B, Tq, H, D) like SDPA's output for such views. About 1.5x faster than torch's CPU
+    SDPA in bfloat16 at the encoders' shapes (16 x 12 heads x 250 x 64; docs/speed.md §9).
+    """
+    b, h, tq, d = q.shape
+    t = k.shape[-2]
+    out = torch.empty(b, tq, h, d, dtype=q.dtype, device=q.device).transpose(1, 2)  # (B, H, Tq, D) view
+    step = max(1, ROW_SCORES_BYTES // (4 * tq * t))  # heads per block
+    for i in range(b):
+        bias = None
+        if mask is not None:  # (1, T) additive: 0 where attended, -inf where masked
+            bias = torch.zeros(1, t, device=q.device).masked_fill_(~mask[i, 0], float("-inf"))
+        for j in range(0, h, step):
+            attention_fp32_scores(q[i, j:j + step], k[i, j:j + step], v[i, j:j + step], bias, scale,
+                                  out=out[i, j:j + step])  # (h', Tq, D)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -273,3 +273,26 @@ def test_cuda_graph_replay_with_new_lengths():
         out_ref = decode_attention_ref(q.float(), k.float(), v.float(), lengths)
         out_pt = decode_attention_ref(q, k, v, lengths)
         assert_close_verbose(out, out_ref, atol=allowed_error(out_pt, out_ref, torch.bfloat16), what=f"replay {step}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_half_path_is_as_close_as_sdpa(dtype):
+    """16-bit CPU inference takes the float32-score attention of kernels/_attention_cpu.py: against
+    float32 it is at most about as wrong as torch's own SDPA in that dtype, with per-row lengths, and a
+    cache cut to its valid prefix (what a decode step passes on the CPU) gives the same as the whole."""
+    gen = torch.Generator().manual_seed(4)
+    b, h, t_max, d = 3, 4, 50, 64
+    q = torch.randn(b, h, d, generator=gen).to(dtype)
+    k, v = (torch.randn(b, h, t_max, d, generator=gen).to(dtype) for _ in range(2))
+    lengths = torch.tensor([50, 7, 1], dtype=torch.int32)
+    mask = (torch.arange(t_max)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, T_max)
+    with torch.no_grad():
+        got = decode_attention_ref(q, k, v, lengths)
+        ref = decode_attention_ref(q.float(), k.float(), v.float(), lengths)
+        sdpa = torch.nn.functional.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask)[:, :, 0]
+        same = torch.full((b,), 20, dtype=torch.int32)
+        whole, cut = decode_attention_ref(q, k, v, same), decode_attention_ref(q, k[:, :, :20], v[:, :, :20], same)
+    assert got.dtype == dtype and got.shape == (b, h, d)
+    assert not torch.equal(got, sdpa)  # the CPU path, not SDPA
+    assert (got.float() - ref).abs().max().item() <= allowed_error(sdpa, ref, dtype)
+    assert torch.equal(whole, cut)

@@ -18,7 +18,8 @@ LAYERS = [
     {"loading", "tokenization", "feature_extraction", "text_split"},  # text_split: chunks under a tokenizer's limit
     {"processing"},
     {"model"},  # the model core
-    {"generation", "quantize"},  # generation drives the core's decoder with a static KV cache; quantize: int8 decoder products
+    {"generation", "quantize", "packing"},  # generation drives the core's decoder with a static KV cache;
+    # quantize: int8 decoder products; packing: decoder weights packed for oneDNN's CPU product
     {"candidates"},  # Tortoise's candidate loop on top of generation
     {"modeling"},  # Hugging Face's API around all of the above
     {"convert", "corpus"},  # corpus: books and corpora, chunked, resumable, sharded over torchrun

@@ -441,3 +441,29 @@ def test_gradients_match_reference_head_dims_cuda(head_dim, rot_dim):
     check_gradients_against_reference(
         case(batch=2, heads=4, length=257, head_dim=head_dim, rot_dim=rot_dim, dtype=torch.bfloat16), device="cuda"
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("block_bytes", [None, 4 * 40 * 40])  # default blocks, or one head per block
+def test_cpu_half_path_is_as_close_as_sdpa(monkeypatch, dtype, block_bytes):
+    """16-bit CPU inference takes the float32-score attention of kernels/_attention_cpu.py (blocks of
+    heads per batch row): against float32 SDPA it is at most about as wrong as torch's own SDPA in
+    that dtype (the same rule as the kernel), masked keys included."""
+    ra = sys.modules[rotary_attention_ref.__module__]  # the module (the package's name is the launcher)
+    if block_bytes is not None:
+        monkeypatch.setattr(ra, "ROW_SCORES_BYTES", block_bytes)
+    gen = torch.Generator().manual_seed(3)
+    b, h, t, d = 3, 4, 40, 64
+    x = torch.randn(3, b, t, h, d, generator=gen)  # (3, B, T, H, D), the model's layout
+    q, k, v = (y.permute(0, 2, 1, 3).to(dtype) for y in x.unbind(0))  # (B, H, T, D) views
+    mask = make_mask("random", b, t, torch.bool, gen)
+    cos, sin = rotary_tables(t, 32)
+    with torch.no_grad():
+        got = rotary_attention_ref(q, k, v, cos, sin, mask)
+        ref = rotary_attention_ref(*(y.float() for y in (q, k, v)), cos, sin, mask)
+        rq, rk, rv = (apply_rotary_ref(y, cos, sin) for y in (q, k, v))
+        sdpa = torch.nn.functional.scaled_dot_product_attention(rq, rk, rv, attn_mask=mask[:, None, None, :])
+    assert got.dtype == dtype and got.shape == (b, h, t, d)
+    assert got.transpose(1, 2).is_contiguous()  # (B, T, H, D) memory, like SDPA's output: merging heads is a view
+    assert not torch.equal(got, sdpa)  # the CPU path, not SDPA
+    assert (got.float() - ref).abs().max().item() <= allowed_error(sdpa, ref, dtype)
