@@ -454,9 +454,10 @@ class _Decoder:
         self.position.fill_(position)
         self.slot.fill_(self.pos)
         self.pos += 1
-        if collect_hidden or not self.use_cuda_graph:
-            for cache in self.caches:  # eager: attend over the entries in use only (a graph keeps all)
-                cache.limit = self.pos
+        eager = collect_hidden or not self.use_cuda_graph
+        for cache in self.caches:  # eager: attend over the entries in use only; a graph keeps the whole cache
+            cache.limit = self.pos if eager else None
+        if eager:
             hidden = [] if collect_hidden else None
             logits = self._step_body(hidden)
             return logits, (tuple(hidden) if hidden is not None else None)
