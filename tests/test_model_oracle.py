@@ -131,3 +131,45 @@ def test_our_checkpoint_loads_in_oracle(tmp_path):
     }
     for name, ours_t in pairs.items():
         assert_close_verbose(ours_t, res[name], atol=ATOL, what=f"ours saved, transformers loaded: {name}")
+
+
+_RMSNORM_IN_ORACLE = textwrap.dedent(
+    """
+    import sys, torch
+    from safetensors.torch import load_file, save_file
+    from transformers.models.clvp.modeling_clvp import ClvpRMSNorm
+    ins = load_file(sys.argv[1])
+    norm = ClvpRMSNorm(ins["weight"].shape[0], eps=1e-6).to(ins["x"].dtype)
+    norm.weight.data.copy_(ins["weight"])
+    with torch.no_grad():
+        save_file({"y": norm(ins["x"]).contiguous()}, sys.argv[2])
+    """
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_rmsnorm_on_the_cpu_rounds_like_the_oracle(tmp_path, dtype):
+    """The 16-bit CPU RMSNorm (blocks of rows, float32 inside; clvp/model.py) against transformers'
+    ClvpRMSNorm in the same dtype: the same two roundings, so equal except where the mean square
+    (ours from the norm squared) differs in its last bit: one unit in the last place of the
+    normalised value, which the weight product (weights up to 1.5) can carry to two of the result,
+    on at most 1e-4 of the elements. Rows not a multiple of the block size; with and without autograd."""
+    from clvp.model import ClvpRMSNorm
+
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randn(3, 333, 768, generator=gen) * 3).to(dtype)  # 999 rows: 3 full blocks and a partial one
+    weight = (torch.rand(768, generator=gen) + 0.5).to(dtype)
+    save_file({"x": x, "weight": weight}, str(tmp_path / "in.safetensors"))
+    script = tmp_path / "rmsnorm_oracle.py"
+    script.write_text(_RMSNORM_IN_ORACLE)
+    run_oracle([str(script), str(tmp_path / "in.safetensors"), str(tmp_path / "out.safetensors")])
+    want = load_file(str(tmp_path / "out.safetensors"))["y"]
+    norm = ClvpRMSNorm(768).to(dtype)
+    norm.weight.data.copy_(weight)
+    with torch.no_grad():
+        got = norm(x)
+    assert torch.equal(norm(x), got)  # the autograd formula gives the same numbers
+    ulp = torch.finfo(dtype).eps * want.float().abs().clamp(min=torch.finfo(dtype).tiny)
+    diff = (got.float() - want.float()).abs()
+    assert diff.le(2 * ulp).all(), diff.max().item()
+    assert diff.gt(0).float().mean().item() <= 1e-4
