@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels._cpu import cpu_has_fast_half  # noqa: F401  (public here: loading and the benchmarks use it)
+
 # Below this many rows a product is a weight stream (decode steps): torch's half-precision path then
 # wins even when emulated (it reads half the bytes), while an upcast copies every weight to float32.
 UPCAST_MIN_ROWS = 32
@@ -26,19 +28,6 @@ UPCAST_MIN_ROWS = 32
 # ``x @ W.T`` for 2 to 64 rows (4.9 -> 12.8 GB/s of weights at 4 rows), and no slower at 1; above
 # ~96 rows the usual order wins. Decode steps are such products.
 WEIGHT_LEFT_MAX_ROWS = 64
-
-
-def cpu_has_fast_half(dtype: torch.dtype) -> bool:
-    """Whether this CPU has native bfloat16 / float16 matrix instructions (AVX-512-BF16, AMX, ...).
-    Without them torch emulates the products, which runs about 100x slower than float32."""
-    try:
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        if dtype == torch.float16:
-            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):  # older builds without the probe: assume yes
-        return True
-    return True
 
 
 @functools.lru_cache(maxsize=None)

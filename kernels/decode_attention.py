@@ -30,7 +30,7 @@ _jit = triton.jit
 
 
 def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
-    """Eager reference: masked ``scaled_dot_product_attention`` over the valid cache prefix (for 16-bit
+    """Eager reference: masked ``scaled_dot_product_attention`` over the valid cache prefix (for bfloat16
     CPU inputs without autograd, the same attention with float32 scores, ``_attention_cpu``).
 
     Arguments:
@@ -48,7 +48,7 @@ def decode_attention_ref(q, k_cache, v_cache, lengths, *, scale=None):
     """
     keys = torch.arange(k_cache.shape[2], device=q.device)  # (T_max,)
     mask = (keys[None, :] < lengths[:, None].to(q.device))[:, None, None, :]  # (B, 1, 1, T_max)
-    if wants_fp32_scores(q, k_cache, v_cache):  # 16-bit on the CPU: ~5x faster than SDPA there
+    if wants_fp32_scores(q, k_cache, v_cache):  # bfloat16 on the CPU: ~5x faster than SDPA there
         bias = torch.zeros(mask.shape, device=q.device).masked_fill_(~mask, float("-inf"))  # (B, 1, 1, T_max)
         return attention_fp32_scores(q[:, :, None, :], k_cache, v_cache, bias,
                                      q.shape[-1] ** -0.5 if scale is None else scale)[:, :, 0]

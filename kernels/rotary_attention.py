@@ -91,7 +91,7 @@ def apply_rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
 
 
 def rotary_attention_ref(q, k, v, cos=None, sin=None, key_padding_mask=None, *, scale=None, in_place=False):
-    """Eager reference: rotate q, k, v, then ``scaled_dot_product_attention`` (for 16-bit CPU inputs
+    """Eager reference: rotate q, k, v, then ``scaled_dot_product_attention`` (for bfloat16 CPU inputs
     without autograd, the same attention with float32 scores a batch row at a time, ``_attention_cpu``:
     torch's CPU SDPA is slow there, docs/speed.md §9).
 
@@ -128,7 +128,7 @@ ROW_SCORES_BYTES = 1 << 23
 
 
 def _attention_by_rows(q, k, v, mask, scale: float) -> torch.Tensor:
-    """The CPU's 16-bit attention (``_attention_cpu``), a block of heads of one batch row at a time.
+    """The CPU's bfloat16 attention (``_attention_cpu``), a block of heads of one batch row at a time.
 
     q (B, H, Tq, D), k, v (B, H, T, D), mask (B, 1, 1, T) bool or None -> (B, H, Tq, D) in q's dtype,
     laid out (B, Tq, H, D) like SDPA's output for such views. About 1.5x faster than torch's CPU

@@ -275,11 +275,16 @@ def test_cuda_graph_replay_with_new_lengths():
         assert_close_verbose(out, out_ref, atol=allowed_error(out_pt, out_ref, torch.bfloat16), what=f"replay {step}")
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native_bf16", "emulated"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cpu_half_path_is_as_close_as_sdpa(dtype):
-    """16-bit CPU inference takes the float32-score attention of kernels/_attention_cpu.py: against
-    float32 it is at most about as wrong as torch's own SDPA in that dtype, with per-row lengths, and a
-    cache cut to its valid prefix (what a decode step passes on the CPU) gives the same as the whole."""
+def test_cpu_half_path_is_as_close_as_sdpa(monkeypatch, dtype, native):
+    """bfloat16 CPU inference with native bfloat16 products takes the float32-score attention of
+    kernels/_attention_cpu.py: against float32 it is at most about as wrong as torch's own SDPA in that
+    dtype, with per-row lengths, and a cache cut to its valid prefix (what a decode step passes on the
+    CPU) gives the same as the whole. float16, or no native bfloat16, stays on SDPA (bit for bit)."""
+    from clvp.kernels import _attention_cpu
+
+    monkeypatch.setattr(_attention_cpu, "NATIVE_BF16", native)
     gen = torch.Generator().manual_seed(4)
     b, h, t_max, d = 3, 4, 50, 64
     q = torch.randn(b, h, d, generator=gen).to(dtype)
@@ -293,6 +298,10 @@ def test_cpu_half_path_is_as_close_as_sdpa(dtype):
         same = torch.full((b,), 20, dtype=torch.int32)
         whole, cut = decode_attention_ref(q, k, v, same), decode_attention_ref(q, k[:, :, :20], v[:, :, :20], same)
     assert got.dtype == dtype and got.shape == (b, h, d)
-    assert not torch.equal(got, sdpa)  # the CPU path, not SDPA
-    assert (got.float() - ref).abs().max().item() <= allowed_error(sdpa, ref, dtype)
-    assert torch.equal(whole, cut)
+    if dtype == torch.bfloat16 and native:
+        assert not torch.equal(got, sdpa)  # the CPU path, not SDPA
+        assert (got.float() - ref).abs().max().item() <= allowed_error(sdpa, ref, dtype)
+        assert torch.equal(whole, cut)
+    else:
+        assert torch.equal(got, sdpa)
+        torch.testing.assert_close(whole, cut, rtol=0, atol=2 * torch.finfo(dtype).eps)

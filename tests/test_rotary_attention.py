@@ -443,13 +443,18 @@ def test_gradients_match_reference_head_dims_cuda(head_dim, rot_dim):
     )
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native_bf16", "emulated"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("block_bytes", [None, 4 * 40 * 40])  # default blocks, or one head per block
-def test_cpu_half_path_is_as_close_as_sdpa(monkeypatch, dtype, block_bytes):
-    """16-bit CPU inference takes the float32-score attention of kernels/_attention_cpu.py (blocks of
-    heads per batch row): against float32 SDPA it is at most about as wrong as torch's own SDPA in
-    that dtype (the same rule as the kernel), masked keys included."""
+def test_cpu_half_path_is_as_close_as_sdpa(monkeypatch, dtype, block_bytes, native):
+    """bfloat16 CPU inference, on a CPU with native bfloat16 products, takes the float32-score
+    attention of kernels/_attention_cpu.py (blocks of heads per batch row): against float32 SDPA it is
+    at most about as wrong as torch's own SDPA in that dtype (the same rule as the kernel), masked keys
+    included. float16, or bfloat16 without native products, stays on SDPA (bit for bit)."""
+    from clvp.kernels import _attention_cpu
+
     ra = sys.modules[rotary_attention_ref.__module__]  # the module (the package's name is the launcher)
+    monkeypatch.setattr(_attention_cpu, "NATIVE_BF16", native)
     if block_bytes is not None:
         monkeypatch.setattr(ra, "ROW_SCORES_BYTES", block_bytes)
     gen = torch.Generator().manual_seed(3)
@@ -465,5 +470,8 @@ def test_cpu_half_path_is_as_close_as_sdpa(monkeypatch, dtype, block_bytes):
         sdpa = torch.nn.functional.scaled_dot_product_attention(rq, rk, rv, attn_mask=mask[:, None, None, :])
     assert got.dtype == dtype and got.shape == (b, h, t, d)
     assert got.transpose(1, 2).is_contiguous()  # (B, T, H, D) memory, like SDPA's output: merging heads is a view
-    assert not torch.equal(got, sdpa)  # the CPU path, not SDPA
-    assert (got.float() - ref).abs().max().item() <= allowed_error(sdpa, ref, dtype)
+    if dtype == torch.bfloat16 and native:
+        assert not torch.equal(got, sdpa)  # the CPU path, not SDPA
+        assert (got.float() - ref).abs().max().item() <= allowed_error(sdpa, ref, dtype)
+    else:
+        assert torch.equal(got, sdpa)
