@@ -12,7 +12,8 @@ in bfloat16 at 4 rows, and is no slower for the prefill's hundreds of rows.
 weight *instead of* the dense one (no second copy in memory). The numbers are those of a float
 product in the model's dtype (only the order of the sums differs). Off unless called; the CLI calls
 it for generation on the CPU (``--no-pack`` keeps the dense weights). Inference only (the packed
-op has no gradient), CPU only, float32 or bfloat16. ``state_dict()`` still gives transformers'
+op has no gradient: a forward with autograd on raises ValueError rather than cut the graph), CPU
+only, float32 or bfloat16. ``state_dict()`` still gives transformers'
 dense tensors under the usual keys (``save_pretrained`` writes the normal checkpoint), and
 ``load_state_dict`` repacks what it loads; ``unpack_decoder_weights`` puts dense layers back.
 """
@@ -65,6 +66,10 @@ class PackedLinear(nn.Module):
         if x.dtype != self.weight_dtype:
             raise TypeError(f"x: a packed {str(self.weight_dtype).replace('torch.', '')} layer got "
                             f"{str(x.dtype).replace('torch.', '')} input")
+        if torch.is_grad_enabled() and x.requires_grad:  # the packed op would silently cut the graph
+            raise ValueError("x requires grad, but the decoder's packed weights give no gradient: run under "
+                             "torch.no_grad() / torch.inference_mode(), or call "
+                             "clvp.packing.unpack_decoder_weights(model) to train")
         x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (rows, in)
         out = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")  # (rows, out)
         return out.view(*x.shape[:-1], self.out_features)

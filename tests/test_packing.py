@@ -146,6 +146,11 @@ def test_refusals_name_the_problem_and_change_nothing():
     packed = pack_decoder_weights(_tiny())
     with pytest.raises(TypeError, match="x: a packed float32 layer got bfloat16 input"):
         packed.speech_decoder_model.lm_head(torch.randn(2, 64, dtype=torch.bfloat16))
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"x requires grad, but the decoder's packed weights give no gradient.*no_grad"):
+        packed.speech_decoder_model(input_ids=ids)  # autograd on: the embeddings require grad
+    with torch.no_grad():
+        assert packed.speech_decoder_model(input_ids=ids).logits.shape == (1, 3, 8194)
 
 
 def test_cli_packs_for_generation_unless_told_not_to():
