@@ -47,7 +47,7 @@ import torch
 from clvp.bench._common import bench_parser, conditions, import_oracle, markdown_table, progress, results_dir, write_result
 from clvp.generation import _Decoder
 from clvp.packing import PackedLinear, pack_decoder_weights
-from clvp.products import affine
+from clvp.products import Conv1D, affine
 from clvp.quantize import Int8Linear, int8_weight_only
 
 BATCHES, TEXT_LEN, SHORT, LONG = (4, 16), 32, 8, 64
@@ -63,19 +63,13 @@ def decoder_products(model):
     """The modules of every matrix product of one decode step, in order, as ``(module, weight (out, in)
     or None, bias)``: ``Int8Linear`` and ``PackedLinear`` modules run themselves; for the others the
     GPT-2 Conv1D weights, stored (in, out) column-major, are viewed transposed (the nn.Linear layout)."""
-    lm = model.speech_decoder_model
-    mods = []
-    for layer in lm.model.decoder.layers:
-        attn, mlp = layer.attn, layer.mlp
-        mods += [(attn.q_proj, False), (attn.k_proj, False), (attn.v_proj, False), (attn.out_proj, False),
-                 (mlp.c_fc, True), (mlp.c_proj, True)]
-    mods.append((lm.lm_head, False))
     out = []
-    for mod, conv in mods:
+    for parent, name in model.speech_decoder_model.product_slots():
+        mod = getattr(parent, name)
         if isinstance(mod, (Int8Linear, PackedLinear)):
             out.append((mod, None, mod.bias))
         else:
-            w = mod.weight.t() if conv else mod.weight
+            w = mod.weight.t() if isinstance(mod, Conv1D) else mod.weight
             out.append((mod, w.detach(), mod.bias.detach()))
     return out
 

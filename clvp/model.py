@@ -609,6 +609,27 @@ class CausalLM(nn.Module):
         """hidden (..., C) from ``Decoder.decode`` -> logits (..., vocab)."""
         return self.lm_head(self.final_norm(hidden))
 
+    def product_slots(self) -> list:
+        """(parent module, attribute name) of every weight product of a decode step, in order: per
+        layer q, k, v, out_proj, c_fc, c_proj, then the LM head (what int8 and packed weights replace)."""
+        slots = []
+        for layer in self.model.decoder.layers:
+            slots += [(layer.attn, n) for n in ("q_proj", "k_proj", "v_proj", "out_proj")]
+            slots += [(layer.mlp, n) for n in ("c_fc", "c_proj")]
+        return slots + [(self, "lm_head")]
+
+
+def speech_decoder_lm(model) -> CausalLM:
+    """The speech decoder of a ClvpModelForConditionalGeneration, or a ClvpForCausalLM itself; a
+    TypeError naming the argument for anything else (the decoder-level tools' first check)."""
+    lm = getattr(model, "speech_decoder_model", model)  # the composite model, or the decoder LM itself
+    if not isinstance(lm, CausalLM):
+        raise TypeError(
+            "model must be a ClvpModelForConditionalGeneration or a ClvpForCausalLM (a CLVP speech decoder), "
+            f"got {type(model).__name__}"
+        )
+    return lm
+
 
 # ----------------------------------------------------------------------------------------------
 # The composite model

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import CausalLM
+from .model import speech_decoder_lm
 from .products import Conv1D, Linear, affine, onednn_linear_available
 
 MODEL_DTYPES = (torch.float32, torch.bfloat16)  # dtypes a model may hold to be packed
@@ -112,28 +112,9 @@ def _dense_state(module, state_dict, prefix, local_metadata):
         state_dict[prefix + "bias"] = state_dict.pop(prefix + "bias")
 
 
-def _causal_lm(model) -> CausalLM:
-    lm = getattr(model, "speech_decoder_model", model)  # the composite model, or the decoder LM itself
-    if not isinstance(lm, CausalLM):
-        raise TypeError(
-            "model must be a ClvpModelForConditionalGeneration or a ClvpForCausalLM (a CLVP speech decoder), "
-            f"got {type(model).__name__}"
-        )
-    return lm
-
-
-def _slots(lm: CausalLM) -> list:
-    """(parent module, attribute name) of every product the packing replaces."""
-    slots = []
-    for layer in lm.model.decoder.layers:
-        slots += [(layer.attn, n) for n in ("q_proj", "k_proj", "v_proj", "out_proj")]
-        slots += [(layer.mlp, n) for n in ("c_fc", "c_proj")]
-    return slots + [(lm, "lm_head")]
-
-
 def is_packed(model) -> bool:
     """Whether ``model``'s speech decoder runs on packed weights."""
-    return isinstance(_causal_lm(model).lm_head, PackedLinear)
+    return isinstance(speech_decoder_lm(model).lm_head, PackedLinear)
 
 
 @torch.no_grad()
@@ -145,10 +126,10 @@ def pack_decoder_weights(model):
     kind of model or layer, ValueError for another device or dtype, a model in training mode or a
     torch without oneDNN, before changing anything.
     """
-    lm = _causal_lm(model)
+    lm = speech_decoder_lm(model)
     if is_packed(model):
         return model
-    for parent, name in _slots(lm):
+    for parent, name in lm.product_slots():
         mod = getattr(parent, name)
         if not isinstance(mod, (Linear, Conv1D, nn.Linear)):
             raise TypeError(f"model: {name} is a {type(mod).__name__}, not a dense linear layer "
@@ -164,7 +145,7 @@ def pack_decoder_weights(model):
                          "call model.eval() first")
     if not onednn_linear_available():
         raise ValueError("model: this torch build has no oneDNN linear op (torch.ops.mkldnn._linear_pointwise)")
-    for parent, name in _slots(lm):
+    for parent, name in lm.product_slots():
         mod = getattr(parent, name)
         conv1d = isinstance(mod, Conv1D)
         w = mod.weight.t() if conv1d else mod.weight  # (out, in)
@@ -176,8 +157,8 @@ def pack_decoder_weights(model):
 @torch.no_grad()
 def unpack_decoder_weights(model):
     """Undo ``pack_decoder_weights`` (in place; returns ``model``): dense layers, the same values."""
-    lm = _causal_lm(model)
-    for parent, name in _slots(lm):
+    lm = speech_decoder_lm(model)
+    for parent, name in lm.product_slots():
         mod = getattr(parent, name)
         if not isinstance(mod, PackedLinear):
             continue

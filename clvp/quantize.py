@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import CausalLM
+from .model import CausalLM, speech_decoder_lm
 from .products import Conv1D, Linear
 
 SCALE_DTYPE = torch.bfloat16  # the kernel's scales share the activations' dtype
@@ -82,35 +82,21 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
-def _causal_lm(model) -> CausalLM:
-    lm = getattr(model, "speech_decoder_model", model)  # the composite model, or the decoder LM itself
-    if not isinstance(lm, CausalLM):
-        raise TypeError(
-            "model must be a ClvpModelForConditionalGeneration or a ClvpForCausalLM (a CLVP speech decoder), "
-            f"got {type(model).__name__}"
-        )
-    return lm
-
-
 def _targets(lm: CausalLM) -> list:
     """(parent module, attribute name, weight (out, in), bias) of every product int8 replaces."""
     found = []
-    for layer in lm.model.decoder.layers:
-        for parent, names in ((layer.attn, ("q_proj", "k_proj", "v_proj", "out_proj")), (layer.mlp, ("c_fc", "c_proj"))):
-            for name in names:
-                mod = getattr(parent, name)
-                if isinstance(mod, Int8Linear):
-                    continue
-                weight = mod.weight.t() if isinstance(mod, Conv1D) else mod.weight  # Conv1D stores (in, out)
-                found.append((parent, name, weight, mod.bias))
-    if not isinstance(lm.lm_head, Int8Linear):
-        found.append((lm, "lm_head", lm.lm_head.weight, lm.lm_head.bias))
+    for parent, name in lm.product_slots():
+        mod = getattr(parent, name)
+        if isinstance(mod, Int8Linear):
+            continue
+        weight = mod.weight.t() if isinstance(mod, Conv1D) else mod.weight  # Conv1D stores (in, out)
+        found.append((parent, name, weight, mod.bias))
     return found
 
 
 def is_int8(model) -> bool:
     """Whether ``model``'s speech decoder runs on int8 weights."""
-    return isinstance(_causal_lm(model).lm_head, Int8Linear)
+    return isinstance(speech_decoder_lm(model).lm_head, Int8Linear)
 
 
 @torch.no_grad()
@@ -123,7 +109,7 @@ def int8_weight_only(model):
     another device, in another dtype, or whose product widths the int8 kernel cannot take, before
     changing anything.
     """
-    lm = _causal_lm(model)
+    lm = speech_decoder_lm(model)
     weight = lm.lm_head.weight_int8 if isinstance(lm.lm_head, Int8Linear) else lm.lm_head.weight
     if weight.device.type != "cpu":
         raise ValueError(f"model: int8 weight-only decoding runs on the CPU only; the decoder is on {weight.device} "

@@ -3,13 +3,10 @@ rounding), the same checkpoint, the same greedy codes as transformers 4.46.3 on 
 fixture, one copy of the weights in memory, and bad requests refused before any change."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-import clvp.generation as gen
 from clvp import ClvpModelForConditionalGeneration
 from clvp.cli import _decoder_weights, build_parser
 from clvp.configuration import tiny_config
@@ -17,9 +14,8 @@ from clvp.packing import PackedLinear, is_packed, pack_decoder_weights, unpack_d
 from clvp.products import Conv1D, Linear, onednn_linear_available
 from clvp.quantize import int8_weight_only
 
-from conftest import FIXTURES
+from _greedy_fixture import BASE, assert_greedy_codes_equal_oracle, greedy_cases
 
-BASE = FIXTURES / "generation_base"
 PRODUCTS_PER_LAYER = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.c_fc", "mlp.c_proj")
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -78,20 +74,10 @@ def test_products_match_the_dense_ones_within_rounding(dtype):
 
 def test_greedy_codes_equal_the_oracle_on_the_fixture():
     """Token-exact against transformers 4.46.3's float32 codes on every greedy fixture case."""
-    meta = json.loads((BASE / "golden.json").read_text())
-    cases = [(name, c) for name, c in meta["cases"].items()
-             if c["call"] == "composite" and name.startswith("greedy") and "error" not in c]
+    cases = greedy_cases()
     assert len(cases) >= 5
-    model = pack_decoder_weights(ClvpModelForConditionalGeneration.from_pretrained(BASE).eval())
-    g = load_file(str(BASE / "golden.safetensors"))
-    for name, case in cases:
-        ids = g["in." + case["inputs"].get("text_key", "text_ids")][case["inputs"]["text"]]
-        feats = g["in.features"][case["inputs"]["audio"]]
-        kwargs = {k: v for k, v in case["kwargs"].items() if k != "output_hidden_states"}
-        raw = gen.generate_speech_ids(model, input_ids=ids, input_features=feats, **kwargs)
-        want = g[f"{name}.raw"]
-        n = min(raw.shape[1], want.shape[1])  # pad_to_max_mel_tokens pads the oracle's raw ids
-        assert raw[:, :n].tolist() == want[:, :n].tolist(), name
+    assert_greedy_codes_equal_oracle(pack_decoder_weights(ClvpModelForConditionalGeneration.from_pretrained(BASE).eval()),
+                                     cases)
 
 
 def test_save_load_move_and_unpack(tmp_path):

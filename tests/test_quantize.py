@@ -4,21 +4,18 @@ the generation fixture stay those of transformers 4.46.3 where the oracle's choi
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import clvp.generation as gen
 from clvp import ClvpConfig, ClvpDecoderConfig, ClvpModelForConditionalGeneration
 from clvp.cli import build_parser
 from clvp.configuration import tiny_config
 from clvp.quantize import INT8_MAX_ROWS, Int8Linear, int8_weight_only, is_int8
 
-from conftest import FIXTURES
+from _greedy_fixture import BASE, assert_greedy_codes_equal_oracle, greedy_cases
 
-BASE = FIXTURES / "generation_base"
 # Greedy cases of the fixture whose smallest top-1 / top-2 logit gap over all steps (recorded by the
 # oracle run as min_greedy_margin) is at least this: int8 must give exactly the oracle's codes there.
 # Measured on this fixture: all 10 such cases equal; 'greedy_rep_min_new' (gap 0.0008, a near-tie,
@@ -131,28 +128,12 @@ def test_bfloat16_model_and_the_decoder_alone():
     assert out.shape == (1, 7)
 
 
-def _base_greedy_cases():
-    meta = json.loads((BASE / "golden.json").read_text())
-    return [(name, c) for name, c in meta["cases"].items()
-            if c["call"] == "composite" and name.startswith("greedy") and "error" not in c
-            and c.get("min_greedy_margin") is not None and c["min_greedy_margin"] >= MIN_MARGIN]
-
-
 def test_int8_greedy_codes_equal_the_oracle_away_from_near_ties():
     """Token-exact against transformers 4.46.3's float32 codes on every fixture case with a greedy
     margin >= MIN_MARGIN (10 cases, 1-3 rows, 1-12 codes each)."""
-    cases = _base_greedy_cases()
+    cases = greedy_cases(MIN_MARGIN)
     assert len(cases) >= 5
-    model = int8_weight_only(ClvpModelForConditionalGeneration.from_pretrained(BASE))
-    g = load_file(str(BASE / "golden.safetensors"))
-    for name, case in cases:
-        ids = g["in." + case["inputs"].get("text_key", "text_ids")][case["inputs"]["text"]]
-        feats = g["in.features"][case["inputs"]["audio"]]
-        kwargs = {k: v for k, v in case["kwargs"].items() if k != "output_hidden_states"}
-        raw = gen.generate_speech_ids(model, input_ids=ids, input_features=feats, **kwargs)
-        want = g[f"{name}.raw"]
-        n = min(raw.shape[1], want.shape[1])  # pad_to_max_mel_tokens pads the oracle's raw ids
-        assert raw[:, :n].tolist() == want[:, :n].tolist(), name
+    assert_greedy_codes_equal_oracle(int8_weight_only(ClvpModelForConditionalGeneration.from_pretrained(BASE)), cases)
 
 
 def test_int8_logit_error_is_small():
