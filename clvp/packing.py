@@ -13,9 +13,9 @@ weight *instead of* the dense one (no second copy in memory). The numbers are th
 product in the model's dtype (only the order of the sums differs). Off unless called; the CLI calls
 it for generation on the CPU (``--no-pack`` keeps the dense weights). Inference only (the packed
 op has no gradient: a forward with autograd on raises ValueError rather than cut the graph), CPU
-only, float32 or bfloat16. ``state_dict()`` still gives transformers'
-dense tensors under the usual keys (``save_pretrained`` writes the normal checkpoint), and
-``load_state_dict`` repacks what it loads; ``unpack_decoder_weights`` puts dense layers back.
+only, float32 or bfloat16. ``state_dict()`` still gives transformers' dense tensors under the usual
+keys (``save_pretrained`` writes the normal checkpoint), and ``load_state_dict`` repacks what it
+loads; ``unpack_decoder_weights`` puts dense layers back.
 """
 from __future__ import annotations
 
