@@ -171,21 +171,16 @@ def _check_int8(args, device, dtype) -> None:
 def _decoder_weights(args, model):
     """The decoder's weights for generation: int8 when asked (--int8); otherwise, on the CPU in float32
     or bfloat16, packed for oneDNN (clvp/packing.py: same numbers, faster steps) unless --no-pack."""
-    import torch
-
     if getattr(args, "int8", False):
         from .quantize import int8_weight_only
 
         return int8_weight_only(model)
-    from .packing import MODEL_DTYPES, pack_decoder_weights
-    from .products import onednn_linear_available
+    from .packing import can_pack, pack_decoder_weights
 
-    dtype = model.speech_decoder_model.final_norm.weight.dtype
-    if (getattr(args, "no_pack", False) or model.device.type != "cpu" or dtype not in MODEL_DTYPES
-            or not onednn_linear_available()):
+    model.eval()
+    if getattr(args, "no_pack", False) or not can_pack(model):
         return model
-    with torch.no_grad():
-        return pack_decoder_weights(model.eval())
+    return pack_decoder_weights(model)
 
 
 def _voice_features(fe, paths, device):

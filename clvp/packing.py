@@ -117,6 +117,33 @@ def is_packed(model) -> bool:
     return isinstance(speech_decoder_lm(model).lm_head, PackedLinear)
 
 
+def _refusal(lm):
+    """Why ``lm``'s weights cannot be packed, as the exception to raise, or None."""
+    for parent, name in lm.product_slots():
+        mod = getattr(parent, name)
+        if not isinstance(mod, (Linear, Conv1D, nn.Linear)):
+            return TypeError(f"model: {name} is a {type(mod).__name__}, not a dense linear layer "
+                             "(int8 and packed weights do not combine)")
+    weight = lm.lm_head.weight
+    if weight.device.type != "cpu":
+        return ValueError(f"model: packed weights are for the CPU; the decoder is on {weight.device}")
+    dtype = lm.final_norm.weight.dtype
+    if dtype not in MODEL_DTYPES:
+        return ValueError(f"model: packed weights need a float32 or bfloat16 model, got {dtype}")
+    if lm.training:
+        return ValueError("model: packed weights are for inference (the packed product has no gradient); "
+                          "call model.eval() first")
+    if not onednn_linear_available():
+        return ValueError("model: this torch build has no oneDNN linear op (torch.ops.mkldnn._linear_pointwise)")
+    return None
+
+
+def can_pack(model) -> bool:
+    """Whether ``pack_decoder_weights(model)`` would pack (or already has): what the CLI asks before
+    packing where it can."""
+    return is_packed(model) or _refusal(speech_decoder_lm(model)) is None
+
+
 @torch.no_grad()
 def pack_decoder_weights(model):
     """Pack ``model``'s speech decoder weights for the CPU (in place; returns ``model``).
@@ -129,22 +156,9 @@ def pack_decoder_weights(model):
     lm = speech_decoder_lm(model)
     if is_packed(model):
         return model
-    for parent, name in lm.product_slots():
-        mod = getattr(parent, name)
-        if not isinstance(mod, (Linear, Conv1D, nn.Linear)):
-            raise TypeError(f"model: {name} is a {type(mod).__name__}, not a dense linear layer "
-                            "(int8 and packed weights do not combine)")
-    weight = lm.lm_head.weight
-    if weight.device.type != "cpu":
-        raise ValueError(f"model: packed weights are for the CPU; the decoder is on {weight.device}")
-    dtype = lm.final_norm.weight.dtype
-    if dtype not in MODEL_DTYPES:
-        raise ValueError(f"model: packed weights need a float32 or bfloat16 model, got {dtype}")
-    if lm.training:
-        raise ValueError("model: packed weights are for inference (the packed product has no gradient); "
-                         "call model.eval() first")
-    if not onednn_linear_available():
-        raise ValueError("model: this torch build has no oneDNN linear op (torch.ops.mkldnn._linear_pointwise)")
+    refusal = _refusal(lm)
+    if refusal is not None:
+        raise refusal
     for parent, name in lm.product_slots():
         mod = getattr(parent, name)
         conv1d = isinstance(mod, Conv1D)
